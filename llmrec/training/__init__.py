@@ -1,0 +1,1 @@
+"""Stage 5: SFT / RL / DPO on TRL for LLMs; the small training loop for sequence baselines."""

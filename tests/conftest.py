@@ -1,0 +1,61 @@
+"""Shared fixtures. Tests that need ../shared/data read its path from LLMREC_SHARED_DATA (set by .ci/run)
+and skip with a message when it is unset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def _shared() -> Path | None:
+    p = os.environ.get("LLMREC_SHARED_DATA")
+    return Path(p) if p and Path(p).is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    p = _shared()
+    if p is None:
+        pytest.skip("LLMREC_SHARED_DATA is not set (point it at ../shared/data to run the real-data tests)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def beauty_dir(shared_data) -> Path:
+    d = shared_data / "amazon-beauty-2014"
+    if not (d / "beauty_interactions.csv").is_file():
+        pytest.skip(f"{d}/beauty_interactions.csv not found")
+    return d
+
+
+@pytest.fixture(scope="session")
+def beauty_dataset(beauty_dir, tmp_path_factory) -> Path:
+    """Full Amazon Beauty 2014 built once per session (no filtering) with its LOO split."""
+    from llmrec.data_builders import build_dataset, split_dataset
+
+    out = tmp_path_factory.mktemp("beauty") / "beauty"
+    build_dataset("csv", beauty_dir / "beauty_interactions.csv", out, items=beauty_dir / "beauty_items.csv")
+    split_dataset(out, "loo")
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """A small synthetic shop (600 users, 150 items) with its LOO split."""
+    from llmrec.data_builders import SyntheticConfig, build_synthetic, split_dataset
+
+    out = tmp_path_factory.mktemp("synthetic") / "shop"
+    build_synthetic(out, SyntheticConfig(n_users=600, n_items=150, seed=0))
+    split_dataset(out, "loo")
+    split_dataset(out, "temporal")
+    return out
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer_dir(shared_data) -> Path:
+    d = shared_data / "qwen3-tokenizer"
+    if not (d / "tokenizer.json").is_file():
+        pytest.skip(f"{d}/tokenizer.json not found")
+    return d
