@@ -35,8 +35,8 @@ LEVELS, K = 3, 256
 
 
 # --- data ---------------------------------------------------------------------------------------------------
-def synthetic(n: int = 1_000_000, d: int = 256, seed: int = 0) -> np.ndarray:
-    """Hierarchical Gaussian mixture: x = U[a] + V[a, b] + W[c] + noise (scales 1, .6, .35, noise .45/sqrt(d))."""
+def synthetic(n: int = 1_000_000, d: int = 256, seed: int = 0, noise: float = 0.95) -> np.ndarray:
+    """Hierarchical Gaussian mixture: x = U[a] + V[a, b] + W[c] + noise (norms about 1, .6, .35 and ``noise``)."""
     rng = np.random.default_rng(seed)
     U = rng.standard_normal((256, d), dtype=np.float32) / np.sqrt(d)
     V = 0.6 * rng.standard_normal((256, 64, d), dtype=np.float32) / np.sqrt(d)
@@ -46,7 +46,7 @@ def synthetic(n: int = 1_000_000, d: int = 256, seed: int = 0) -> np.ndarray:
     for s in range(0, n, step):
         m = min(step, n - s)
         a, b, c = rng.integers(256, size=m), rng.integers(64, size=m), rng.integers(256, size=m)
-        x[s: s + m] = U[a] + V[a, b] + W[c] + (0.45 / np.sqrt(d)) * rng.standard_normal((m, d), dtype=np.float32)
+        x[s: s + m] = U[a] + V[a, b] + W[c] + (noise / np.sqrt(d)) * rng.standard_normal((m, d), dtype=np.float32)
     return x
 
 
@@ -54,7 +54,7 @@ def load_data(workload: str, emb: str, n: int) -> np.ndarray:
     if workload == "beauty":
         from llmrec.data_builders.embeddings import load_embeddings
         return load_embeddings(emb).vectors[1:]
-    cache = Path(os.environ.get("LLMREC_BENCH_CACHE", "/tmp")) / f"sid_synthetic_{n}.npy"
+    cache = Path(os.environ.get("LLMREC_BENCH_CACHE", "/tmp")) / f"sid_synthetic_v2_{n}.npy"
     if cache.is_file():
         return np.load(cache, mmap_mode=None)
     x = synthetic(n)
@@ -62,32 +62,33 @@ def load_data(workload: str, emb: str, n: int) -> np.ndarray:
     return x
 
 
-# --- methods (each returns codes [n, 3] and reconstruction x_hat) ------------------------------------------
+# --- methods: each fits 3 x 256 and returns (codes [n, 3], codebooks: 3 arrays [256, d]) -------------------
+# x_hat = sum_l codebooks[l][codes[:, l]] for every method (reconstructed block-wise after the timing, so the
+# peak memory is the fit's own).
 def run_llmrec(x, seed):
     from llmrec.tokenizers.rq_kmeans import RQKMeans
     tok = RQKMeans(levels=LEVELS, codes=K, seed=seed)
-    codes = tok.fit(x)
-    return codes, tok.decode(codes)
+    return tok.fit(x), tok.codebooks
 
 
 def run_llmrec_balanced(x, seed):
     from llmrec.tokenizers.rq_kmeans import RQKMeans
     tok = RQKMeans(levels=LEVELS, codes=K, seed=seed, balanced=True)
-    codes = tok.fit(x)
-    return codes, tok.decode(codes)
+    return tok.fit(x), tok.codebooks
 
 
 def _per_level(x, seed, fit_level):
     r = x.copy()
     codes = np.empty((len(x), LEVELS), np.int64)
-    xh = np.zeros_like(x)
+    books = []
     for l in range(LEVELS):
         centroids, labels = fit_level(r, seed + l)
+        centroids = np.asarray(centroids, np.float32)
         codes[:, l] = labels
-        q = centroids[labels].astype(np.float32)
-        xh += q
-        r -= q
-    return codes, xh
+        books.append(centroids)
+        for s in range(0, len(r), 1 << 16):
+            r[s: s + (1 << 16)] -= centroids[labels[s: s + (1 << 16)]]
+    return codes, books
 
 
 def run_sklearn(x, seed):
@@ -134,10 +135,9 @@ def run_faiss_rq(x, seed):
     rq.max_beam_size = 1
     rq.train(x)
     packed = rq.compute_codes(x)
-    xh = rq.decode(packed)
-    # unpack 8-bit codes (one byte per level for nbits=8)
     codes = np.frombuffer(packed.tobytes(), np.uint8).reshape(len(x), -1)[:, :LEVELS].astype(np.int64)
-    return codes, xh
+    cb = faiss.vector_to_array(rq.codebooks).reshape(-1, x.shape[1])
+    return codes, [cb[l * K: (l + 1) * K] for l in range(LEVELS)]
 
 
 METHODS = {
@@ -152,11 +152,15 @@ METHODS = {
 }
 
 
-def measure(x, codes, xh, seconds, cpu) -> dict:
+def measure(x, codes, books, seconds, cpu) -> dict:
     from llmrec.tokenizers.dedup import collision_stats
     from llmrec.tokenizers.report import gini
 
-    err = np.linalg.norm(x - xh, axis=1) / np.maximum(np.linalg.norm(x, axis=1), 1e-12)
+    err = np.empty(len(x), np.float64)
+    for s in range(0, len(x), 1 << 16):
+        xb = x[s: s + (1 << 16)]
+        xh = sum(books[l][codes[s: s + (1 << 16), l]] for l in range(LEVELS))
+        err[s: s + len(xb)] = np.linalg.norm(xb - xh, axis=1) / np.maximum(np.linalg.norm(xb, axis=1), 1e-12)
     st = collision_stats(codes)
     c0 = np.bincount(codes[:, 0], minlength=K)
     return {"wall_s": round(seconds, 3), "cpu_s": round(cpu, 3), "recon_error": round(float(err.mean()), 4),
@@ -167,13 +171,17 @@ def measure(x, codes, xh, seconds, cpu) -> dict:
 
 def child(args) -> None:
     x = load_data(args.workload, args.embeddings, args.n)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    codes, xh = METHODS[args.child](x, args.seed)
+    codes, books = METHODS[args.child](x, args.seed)
     dt = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
+    peak = r1.ru_maxrss / 2 ** 20
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    out = measure(x, np.asarray(codes), np.asarray(xh, np.float32), dt, cpu)
-    out["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
+    out = measure(x, np.asarray(codes), books, dt, cpu)
+    out["peak_rss_gb"] = round(peak, 2)            # the whole process, the input array included
+    out["data_gb"] = round(x.nbytes / 2 ** 30, 2)
+    out["rss_before_fit_gb"] = round(base_rss, 2)
     print("RESULT " + json.dumps(out), flush=True)
 
 

@@ -127,3 +127,21 @@ def test_load_embeddings_errors(tmp_path):
     np.save(tmp_path / "bad.npy", np.full((3, 4), np.nan, np.float32))
     with pytest.raises(LlmrecError, match="NaN"):
         load_embeddings(tmp_path / "bad.npy")
+
+
+def test_cli_items_embed_then_sid_build(tiny_bert, synthetic_dataset, tmp_path):
+    """`llmrec items embed` (a plain HF encoder, mean pooling) -> `llmrec sid build` -> titles in the report."""
+    from llmrec.cli import main
+
+    emb = tmp_path / "emb"
+    assert main(["items", "embed", str(synthetic_dataset), "--model", str(tiny_bert), "--pooling", "mean",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(emb)]) == 0
+    e = load_embeddings(emb)
+    assert e.vectors.shape == (151, 32) and e.manifest["config"]["pooling"] == "mean"
+    assert main(["sid", "build", "--embeddings", str(emb), "--levels", "2", "--codes", "8", "--no-plots",
+                 "--out", str(tmp_path / "sid")]) == 0
+    rep = json.loads((tmp_path / "sid" / "report.json").read_text())
+    assert rep["n_unique_sids"] == 150 and "semantic" in rep
+    man = json.loads((tmp_path / "sid" / "manifest.json").read_text())
+    assert man["embeddings"] == str(emb.resolve()) and man["inputs"]
+    assert main(["items", "embed", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2

@@ -131,6 +131,22 @@ def test_determinism_and_save_load_encode(tmp_path, method, kw):
     assert man["config"]["method"] == method and man["seed"] == 3
 
 
+def test_large_catalog_path_matches_full_data_path():
+    """Above ``sample_size`` Lloyd starts on a sample, above ``refine_sample`` the refinement runs on a sample
+    and everything is encoded once: codes still equal ``encode(x)`` and the error stays at full-data level."""
+    from llmrec.tokenizers.rq_kmeans import RQKMeans
+
+    x = _mixture(n=3000, d=24)
+    full = RQKMeans(levels=3, codes=16, seed=1)
+    cf = full.fit(x)
+    big = RQKMeans(levels=3, codes=16, seed=1, sample_size=800, init_size=600, refine_sample=1000)
+    cb = big.fit(x)
+    assert np.array_equal(big.encode(x), cb)
+    err = lambda t, c: float(np.mean(np.linalg.norm(x - t.decode(c), axis=1) / np.linalg.norm(x, axis=1)))  # noqa
+    assert err(big, cb) < err(full, cf) * 1.02
+    assert any("final_encode_seconds" in s for s in big.fit_stats)
+
+
 def test_balanced_levels_and_report(tmp_path):
     x = _mixture(n=2000, d=24)
     res = build_sids(x, method="rq-kmeans-balanced", levels=2, codes=16, out=tmp_path / "s")

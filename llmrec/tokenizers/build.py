@@ -63,7 +63,8 @@ def codes_to_table(codes: np.ndarray, codebook_sizes: list[int], original_ids=No
 
 def build_sids(embeddings, method: str = "rq-kmeans", levels: int = 3, codes=256, dedup: str = "digit",
                out: str | Path | None = None, seed: int = 0, overwrite: bool = False, report: bool = True,
-               plots: bool = True, on_overflow: str = "digit", titles=None, **method_kw) -> SidResult:
+               plots: bool = True, on_overflow: str = "digit", titles=None, projection: str = "pca",
+               **method_kw) -> SidResult:
     """Fit an item tokenizer on ``embeddings`` (an EMB folder, a ``.npy`` with row 0 = padding, or an array
     ``[n_items, d]`` whose row ``i`` is item ``i + 1``), make the codes collision-free and write ``out``.
 
@@ -120,7 +121,7 @@ def build_sids(embeddings, method: str = "rq-kmeans", levels: int = 3, codes=256
     if out is not None:
         with atomic_dir(out, overwrite=overwrite) as tmp:
             write_sid_folder(tmp, table, raw, tok, manifest, rep, x=x if plots else None, titles=titles,
-                             plots=plots and report, seed=seed)
+                             plots=plots and report, seed=seed, projection=projection)
         log.info("wrote %s", out)
     return SidResult(Path(out) if out is not None else None, table, tok, rep)
 
@@ -135,7 +136,7 @@ def _decode_prefix(tok, codes: np.ndarray, upto: int) -> np.ndarray:
 
 
 def write_sid_folder(folder: Path, table: SidTable, raw: np.ndarray, tok, manifest: dict, rep: dict,
-                     x=None, titles=None, plots: bool = True, seed: int = 0) -> None:
+                     x=None, titles=None, plots: bool = True, seed: int = 0, projection: str = "pca") -> None:
     table.save(folder)
     write_sid_to_item(folder, table)
     full_raw = np.full((len(raw) + 1, raw.shape[1]), -1, np.int64)
@@ -147,7 +148,8 @@ def write_sid_folder(folder: Path, table: SidTable, raw: np.ndarray, tok, manife
         if plots:
             rep["plots"] = write_plots(folder, table.codes[1:], table.codebook_sizes, x=x, titles=titles,
                                        title=f"{manifest['config'].get('method', 'sid')} "
-                                             f"{'x'.join(str(k) for k in table.codebook_sizes)}", seed=seed)
+                                             f"{'x'.join(str(k) for k in table.codebook_sizes)}", seed=seed,
+                                       semantic_levels=raw.shape[1], projection=projection)
         write_json(folder / "report.json", rep)
     write_json(folder / "manifest.json", manifest)
 
@@ -162,7 +164,8 @@ def write_sid_to_item(folder: Path, table: SidTable) -> None:
 
 
 # --- report of an existing folder ---------------------------------------------------------------------------
-def report_sids(folder: str | Path, embeddings=None, recompute: bool = False, plots: bool = True) -> dict:
+def report_sids(folder: str | Path, embeddings=None, recompute: bool = False, plots: bool = True,
+                projection: str = "pca") -> dict:
     """The stored report, or a fresh one (``recompute``, or when the folder has none, e.g. imported SIDs).
 
     Reconstruction error needs embeddings: the folder's own (from its manifest) or ``embeddings``. Without a
@@ -204,8 +207,10 @@ def report_sids(folder: str | Path, embeddings=None, recompute: bool = False, pl
         if k in old:
             rep[k] = old[k]
     if plots:
-        rep["plots"] = write_plots(folder, table.codes[1:], table.codebook_sizes, x=x, titles=titles,
-                                   title=man.get("config", {}).get("method", "sid"))
+        sizes = table.codebook_sizes
+        rep["plots"] = write_plots(folder, table.codes[1:], sizes, x=x, titles=titles,
+                                   title=f"{man.get('config', {}).get('method', 'sid')} {'x'.join(map(str, sizes))}",
+                                   semantic_levels=raw.shape[1], projection=projection)
     write_json(folder / "report.json", rep)
     return rep
 

@@ -63,8 +63,12 @@ def register(sub) -> None:
     b.add_argument("--max-iter", type=int, default=None, help="rq-kmeans: Lloyd iterations per level (default 100)")
     b.add_argument("--epochs", type=int, default=None, help="rq-vae: training epochs")
     b.add_argument("--sinkhorn", action="store_true", help="rq-vae: Sinkhorn-balanced last level (LC-Rec)")
+    b.add_argument("--time-budget", type=float, default=None,
+                   help="rq-vae: stop training after this many seconds (the epochs done are recorded)")
     b.add_argument("--device", default=None, help="rq-vae: cpu or cuda (default cuda if available)")
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    b.add_argument("--projection", default="pca", choices=("pca", "tsne"),
+                   help="2-D map in projection.png: pca (fast) or tsne (separates clusters better, slower)")
     b.add_argument("--out", required=True, help="output SID folder")
     b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     b.set_defaults(func=_sid_build)
@@ -78,6 +82,7 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true", help="print the report as JSON")
     r.add_argument("--embeddings", default=None, help="EMB folder for the reconstruction error (imported SIDs)")
     r.add_argument("--recompute", action="store_true", help="recompute report.json and the plots")
+    r.add_argument("--projection", default="pca", choices=("pca", "tsne"), help="2-D map for projection.png")
     r.set_defaults(func=_sid_report)
 
     i = g.add_parser("import", help="read an LC-Rec / MiniOneRec *.index.json into a SID folder")
@@ -139,9 +144,11 @@ def _sid_build(args) -> int:
             kw["sinkhorn"] = True
         if args.device is not None:
             kw["device"] = args.device
+        if args.time_budget is not None:
+            kw["time_budget_s"] = args.time_budget
     res = build_sids(args.embeddings, method=args.method, levels=args.levels, codes=_parse_codes(args.codes),
                      dedup=args.dedup, on_overflow=args.on_overflow, out=args.out, seed=args.seed,
-                     overwrite=args.overwrite, plots=not args.no_plots, **kw)
+                     overwrite=args.overwrite, plots=not args.no_plots, projection=args.projection, **kw)
     print(format_report(res.report))
     print(f"wrote {res.path} ({res.report.get('fit_seconds', 0):.1f} s to fit)")
     return 0
@@ -150,7 +157,8 @@ def _sid_build(args) -> int:
 def _sid_report(args) -> int:
     from llmrec.tokenizers.build import format_report, report_sids
 
-    rep = report_sids(args.folder, embeddings=args.embeddings, recompute=args.recompute)
+    rep = report_sids(args.folder, embeddings=args.embeddings, recompute=args.recompute,
+                      projection=args.projection)
     if args.json:
         json.dump(rep, sys.stdout, indent=2, default=str)
         print()

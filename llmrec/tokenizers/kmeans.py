@@ -42,10 +42,12 @@ def _sq_norms(x: np.ndarray) -> np.ndarray:
 
 
 def nearest(x: np.ndarray, c: np.ndarray, k2: bool = False, xn: np.ndarray | None = None,
-            cn: np.ndarray | None = None):
-    """Nearest centroid of every row: ``labels, d2`` (and the second-best ``d2`` with ``k2=True``)."""
-    n = len(x)
-    xn = _sq_norms(x) if xn is None else xn
+            cn: np.ndarray | None = None, rows: np.ndarray | None = None):
+    """Nearest centroid of every row of ``x`` (or of ``x[rows]``, gathered block by block so no copy of the
+    subset is made): ``labels, d2`` and, with ``k2=True``, the second-best ``d2``."""
+    n = len(x) if rows is None else len(rows)
+    if xn is None:
+        xn = _sq_norms(x) if rows is None else None
     cn = _sq_norms(c) if cn is None else cn
     c2 = np.ascontiguousarray(-2.0 * c, dtype=np.float32)
     labels = np.empty(n, np.int64)
@@ -53,25 +55,47 @@ def nearest(x: np.ndarray, c: np.ndarray, k2: bool = False, xn: np.ndarray | Non
     second = np.empty(n, np.float32) if k2 else None
     for s in range(0, n, _CHUNK):
         e = min(n, s + _CHUNK)
-        d = x[s:e] @ c2.T
+        xb = x[s:e] if rows is None else x[rows[s:e]]
+        d = xb @ c2.T
         d += cn
         a = d.argmin(1)
         r = np.arange(e - s)
         labels[s:e] = a
         best[s:e] = d[r, a]
+        nb = (xn[s:e] if rows is None else xn[rows[s:e]]) if xn is not None else _sq_norms(xb)
+        best[s:e] += nb
         if k2:
             if d.shape[1] > 1:
                 d[r, a] = np.inf
-                second[s:e] = d.min(1)
+                second[s:e] = d.min(1) + nb
             else:
                 second[s:e] = np.inf
-    best += xn
     np.maximum(best, 0, out=best)
     if k2:
-        second += xn
         np.maximum(second, 0, out=second)
         return labels, best, second
     return labels, best
+
+
+def assigned_sq_dist(x: np.ndarray, c: np.ndarray, labels: np.ndarray, xn: np.ndarray | None = None,
+                     cn: np.ndarray | None = None) -> np.ndarray:
+    """``||x_i - c[labels_i]||^2`` for every row, block by block (no ``[n, d]`` temporary)."""
+    n = len(x)
+    cn = _sq_norms(c) if cn is None else cn
+    out = np.empty(n, np.float32)
+    for s in range(0, n, _CHUNK):
+        e = min(n, s + _CHUNK)
+        xb = x[s:e]
+        nb = _sq_norms(xb) if xn is None else xn[s:e]
+        out[s:e] = nb - 2.0 * np.einsum("ij,ij->i", xb, c[labels[s:e]]) + cn[labels[s:e]]
+    np.maximum(out, 0, out=out)
+    return out
+
+
+def subtract_assigned(r: np.ndarray, c: np.ndarray, labels: np.ndarray) -> None:
+    """``r -= c[labels]`` in place, block by block."""
+    for s in range(0, len(r), _CHUNK):
+        r[s: s + _CHUNK] -= c[labels[s: s + _CHUNK]]
 
 
 def cluster_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -243,8 +267,7 @@ def _lloyd_hamerly(x: np.ndarray, c: np.ndarray, max_iter: int, tol: float, rng)
         c = new_c
         # exact distance of every point to its (moved) centroid: O(n d), no GEMM
         cn = _sq_norms(c)
-        d2 = xn - 2.0 * np.einsum("ij,ij->i", x, c[labels]) + cn[labels]
-        np.maximum(d2, 0, out=d2)
+        d2 = assigned_sq_dist(x, c, labels, xn, cn)
         upper = np.sqrt(d2)
         if reseeded:
             lower[:] = 0.0
@@ -256,7 +279,7 @@ def _lloyd_hamerly(x: np.ndarray, c: np.ndarray, max_iter: int, tol: float, rng)
         todo = np.flatnonzero(upper > lower * (1 - 1e-5))
         changed = 0
         if len(todo):
-            lab, b, s = nearest(x[todo], c, k2=True, xn=xn[todo], cn=cn)
+            lab, b, s = nearest(x, c, k2=True, xn=xn, cn=cn, rows=todo)
             changed = int((lab != labels[todo]).sum())
             labels[todo] = lab
             d2[todo] = b

@@ -141,9 +141,12 @@ def sid_report(codes_raw: np.ndarray, codes_final: np.ndarray, codebook_sizes: l
                               * (codes_final.shape[1] - len(codebook_sizes))),
     }
     rep["levels"] = rep["levels"][: codes_final.shape[1]]
+    for lev in rep["levels"][codes_raw.shape[1]:]:
+        lev["kind"] = "disambiguation"
     if x is not None:
         _, inv, cnt = np.unique(x, axis=0, return_inverse=True, return_counts=True)
-        rep["identical_embeddings"] = int(cnt[cnt > 1].sum())
+        rep["identical_embeddings"] = int(cnt[cnt > 1].sum())          # items sharing their vector
+        rep["duplicate_embeddings"] = int(len(x) - len(cnt))            # ... beyond the first of each group
     if x is not None and x_hat_levels:
         rep.update(recon_errors(x, x_hat_levels[-1]))
         for l, xh in enumerate(x_hat_levels):
@@ -188,8 +191,13 @@ def format_report(rep: dict) -> str:
 
 # --- plots ---------------------------------------------------------------------------------------------------
 def write_plots(folder, codes: np.ndarray, codebook_sizes: list[int], x: np.ndarray | None = None,
-                titles=None, title: str = "", seed: int = 0, max_points: int = 6000) -> list[str]:
-    """``cluster_sizes.png`` and (with embeddings) ``projection.png`` in ``folder``; returns the file names."""
+                titles=None, title: str = "", seed: int = 0, max_points: int = 6000, semantic_levels: int | None = None,
+                projection: str = "pca") -> list[str]:
+    """``cluster_sizes.png`` and (with embeddings) ``projection.png`` in ``folder``; returns the file names.
+
+    ``semantic_levels``: how many leading levels are semantic (the disambiguation digit is left out of the
+    histograms). ``projection``: ``pca`` (fast) or ``tsne`` (slower, separates clusters better; on at most
+    ``max_points // 2`` items)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -197,57 +205,74 @@ def write_plots(folder, codes: np.ndarray, codebook_sizes: list[int], x: np.ndar
 
     folder = Path(folder)
     written = []
-    L = codes.shape[1]
-    fig, axes = plt.subplots(1, L, figsize=(3.2 * L, 2.8), squeeze=False)
+    L = codes.shape[1] if semantic_levels is None else min(semantic_levels, codes.shape[1])
+    fig, axes = plt.subplots(1, L, figsize=(3.3 * L, 2.9), squeeze=False)
     for l in range(L):
         ax = axes[0, l]
         k = codebook_sizes[l] if l < len(codebook_sizes) else int(codes[:, l].max()) + 1
         cnt = np.bincount(codes[:, l], minlength=k)
-        ax.hist(cnt, bins=min(40, max(5, int(cnt.max()) + 1)), color="#3b75af", edgecolor="white", linewidth=0.4)
+        used = cnt[cnt > 0]
+        bins = np.unique(np.round(np.logspace(0, np.log10(max(used.max(), 2)) + 1e-9, 25)))
+        ax.hist(used, bins=bins, color="#3b75af", edgecolor="white", linewidth=0.4)
+        ax.set_xscale("log")
         ax.axvline(len(codes) / k, color="#d62728", lw=1, ls="--", label=f"n/K = {len(codes) / k:.1f}")
-        used = int((cnt > 0).sum())
-        ax.set_title(f"level {l}: {used}/{k} codes used, gini {gini(cnt):.2f}", fontsize=8)
-        ax.set_xlabel("items per code", fontsize=8)
+        ax.set_title(f"level {l}: {len(used)}/{k} codes used\nsizes {used.min()}-{used.max()}, gini {gini(cnt):.2f}",
+                     fontsize=8)
+        ax.set_xlabel("items per code (log)", fontsize=8)
         if l == 0:
             ax.set_ylabel("codes", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    extra = ""
+    if L < codes.shape[1]:
+        extra = f"; disambiguation digit: {int(codes[:, L].max()) + 1} values"
+    fig.suptitle((title + ": " if title else "") + "items per code at each level" + extra, fontsize=9)
     fig.tight_layout()
-    fig.savefig(folder / "cluster_sizes.png", dpi=110)
+    fig.savefig(folder / "cluster_sizes.png", dpi=100)
     plt.close(fig)
     written.append("cluster_sizes.png")
 
     if x is not None and len(x) >= 3:
         rng = np.random.default_rng(seed)
-        idx = np.sort(rng.choice(len(x), min(len(x), max_points), replace=False))
+        top = np.argsort(-np.bincount(codes[:, 0]), kind="stable")[:10]
+        in_top = np.isin(codes[:, 0], top)
+        cap = max_points if projection == "pca" else max_points // 2
+        # every item of the 10 largest first-level codes (up to half the budget) plus a random background
+        fg = np.flatnonzero(in_top)
+        fg = rng.choice(fg, min(len(fg), cap // 2), replace=False)
+        bg = np.flatnonzero(~in_top)
+        bg = rng.choice(bg, min(len(bg), cap - len(fg)), replace=False)
+        idx = np.sort(np.concatenate([fg, bg]))
         xs = x[idx] - x[idx].mean(0)
-        # PCA from the d x d covariance: fast, deterministic, no extra dependency
-        w, v = np.linalg.eigh(xs.T.astype(np.float64) @ xs)
-        p = xs @ v[:, ::-1][:, :2].astype(np.float32)
+        if projection == "tsne" and len(idx) > 10:
+            from sklearn.manifold import TSNE
+            p = TSNE(2, init="pca", random_state=seed, perplexity=min(30, len(idx) // 4)).fit_transform(xs)
+            method = "t-SNE"
+        else:
+            # PCA from the d x d covariance: fast, deterministic, no extra dependency
+            w, v = np.linalg.eigh(xs.T.astype(np.float64) @ xs)
+            p = xs @ v[:, ::-1][:, :2].astype(np.float32)
+            method = "PCA"
         c0 = codes[idx, 0]
-        top = np.argsort(-np.bincount(codes[:, 0]))[:10]
-        fig, ax = plt.subplots(figsize=(6.4, 5.0))
-        ax.scatter(p[:, 0], p[:, 1], s=2, c="#cccccc", lw=0, label="other codes", rasterized=True)
+        fig, ax = plt.subplots(figsize=(7.2, 4.6))
+        ax.scatter(p[:, 0], p[:, 1], s=2, c="#d0d0d0", lw=0, label="other codes", rasterized=True)
         cmap = plt.get_cmap("tab10")
         for j, code in enumerate(top):
             m = c0 == code
-            lab = f"<a_{code}>"
+            lab = f"<a_{code}> ({int((codes[:, 0] == code).sum())})"
             if titles is not None:
-                members = np.flatnonzero(codes[:, 0] == code)
-                tw = _common_words(titles, members)
+                tw = _common_words(titles, np.flatnonzero(codes[:, 0] == code))
                 if tw:
                     lab += f" {tw}"
-            ax.scatter(p[m, 0], p[m, 1], s=5, color=cmap(j), lw=0, label=lab, rasterized=True)
-        ax.set_xlabel("PC 1", fontsize=8)
-        ax.set_ylabel("PC 2", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_title((title + ": " if title else "") + "items by first-level code (10 largest coloured; PCA)",
-                     fontsize=9)
-        ax.legend(fontsize=6.5, markerscale=2.5, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+            ax.scatter(p[m, 0], p[m, 1], s=6, color=cmap(j), lw=0, label=lab, rasterized=True)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title((title + "\n" if title else "") + f"items by first-level code ({method}; the 10 largest "
+                                                        "codes coloured)", fontsize=9)
+        ax.legend(fontsize=7, markerscale=2.5, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  title="code (items) common title words", title_fontsize=7)
         fig.tight_layout()
-        fig.savefig(folder / "projection.png", dpi=110)
+        fig.savefig(folder / "projection.png", dpi=100)
         plt.close(fig)
         written.append("projection.png")
     return written

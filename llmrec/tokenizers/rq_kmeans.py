@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from llmrec.errors import LlmrecError
-from llmrec.tokenizers.kmeans import balanced_kmeans, kmeans, nearest, sq_distances
+from llmrec.tokenizers.kmeans import balanced_kmeans, kmeans, nearest, sq_distances, subtract_assigned
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class RQKMeans:
     def __init__(self, method: str = "rq-kmeans", levels: int = 3, codes=256, seed: int = 0,
                  balanced: bool = False, normalize_residuals: bool = False, max_iter: int = 100,
                  tol: float = 1e-3, init_size: int | None = None, sample_size: int | None = None,
-                 balanced_iter: int = 30, refine_rounds: int = 4):
+                 balanced_iter: int = 30, refine_rounds: int = 4, refine_sample: int | None = 262144):
         if levels < 1:
             raise LlmrecError(f"--levels must be >= 1, got {levels}")
         self.method = method
@@ -52,6 +52,7 @@ class RQKMeans:
         self.init_size, self.sample_size = init_size, sample_size
         self.balanced_iter = int(balanced_iter)
         self.refine_rounds = int(refine_rounds)
+        self.refine_sample = None if refine_sample is None else int(refine_sample)
         self.codebooks: list[np.ndarray] = []
         self.scales = np.ones(self.levels, np.float32)   # mean residual norm per level (normalize_residuals)
         self.fit_stats: list[dict] = []
@@ -61,7 +62,7 @@ class RQKMeans:
         return {"levels": self.levels, "codes": self.codebook_sizes, "seed": self.seed, "balanced": self.balanced,
                 "normalize_residuals": self.normalize_residuals, "max_iter": self.max_iter, "tol": self.tol,
                 "init_size": self.init_size, "sample_size": self.sample_size, "balanced_iter": self.balanced_iter,
-                "refine_rounds": self.refine_rounds,
+                "refine_rounds": self.refine_rounds, "refine_sample": self.refine_sample,
                 "dim": int(self.codebooks[0].shape[1]) if self.codebooks else None}
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -102,38 +103,85 @@ class RQKMeans:
                     lab, _ = nearest(r, res.centroids)
             c = res.centroids.astype(np.float32)
             codes[:, l] = lab
-            r -= c[lab]
+            subtract_assigned(r, c, lab)
             self.codebooks.append(c)
             self.fit_stats.append({"level": l, "iterations": res.n_iter, "seconds": round(time.perf_counter() - t0, 3),
                                    "inertia": res.inertia})
             log.info("level %d: K=%d, %d iterations, %.2f s", l, k, res.n_iter, time.perf_counter() - t0)
         if self.refine_rounds and not self.normalize_residuals:
-            codes = self._refine(x, codes)
+            cap = self.refine_sample or n
+            if n > cap and not self.balanced:
+                # large catalogs: refine the codebooks on a sample, then encode everything once
+                idx = np.sort(np.random.default_rng(self.seed).choice(n, cap, replace=False))
+                self._refine(x[idx], codes[idx], r[idx])
+                del r
+                t0 = time.perf_counter()
+                codes = self.encode(x)
+                self.fit_stats.append({"final_encode_seconds": round(time.perf_counter() - t0, 3)})
+            else:
+                codes = self._refine(x, codes, r)
         return codes
 
-    def _refine(self, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    def _refine(self, x: np.ndarray, codes: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Joint codebook refinement. Greedy level-by-level k-means fixes level ``l`` before it sees what the
         later levels do; here each codebook is re-fitted to what the *other* levels leave over (the exact
         least-squares step for fixed codes), then the items are re-encoded greedily, a few rounds. Balanced
-        codes are kept as they are (only the codebooks move), so the balance survives."""
-        from llmrec.tokenizers.kmeans import cluster_sums
+        codes are kept as they are (only the codebooks move), so the balance survives.
+
+        ``r`` is the full residual ``x - decode(codes)`` (updated in place). Re-encoding keeps, per level, a
+        lower bound on each item's second-best distance: an item whose residual and codebook moved less than
+        its margin keeps its code without being re-scored, so later rounds cost a fraction of a full encode
+        and the result is exactly the greedy encoding."""
+        from llmrec.tokenizers.kmeans import assigned_sq_dist, cluster_sums
 
         t0 = time.perf_counter()
-        recon = self.decode(codes)
+        n = len(x)
+        lower: list[np.ndarray | None] = [None] * self.levels
+        rescored = 0
         for rnd in range(self.refine_rounds):
+            shifts = []
             for l in range(self.levels):
-                own = self.codebooks[l][codes[:, l]]
-                target = x - recon + own
-                sums, cnt = cluster_sums(target, codes[:, l], self.codebook_sizes[l])
+                k = self.codebook_sizes[l]
+                a = codes[:, l]
+                # items with code c at level l: sum of (r + C[c]) = sum(r) + count * C[c]
+                sums, cnt = cluster_sums(r, a, k)
+                old = self.codebooks[l]
+                cb = old.copy()
                 nz = cnt > 0
-                cb = self.codebooks[l].copy()
-                cb[nz] = (sums[nz] / cnt[nz, None]).astype(np.float32)
-                recon += cb[codes[:, l]] - own
+                cb[nz] = (sums[nz] / cnt[nz, None] + old[nz]).astype(np.float32)
+                subtract_assigned(r, cb - old, a)
                 self.codebooks[l] = cb
-            if not self.balanced:
-                r, codes = self._residual(x, self.levels)
-                recon = x - r
-        self.fit_stats.append({"refine_rounds": self.refine_rounds,
+                shifts.append(np.sqrt(np.einsum("ij,ij->i", cb - old, cb - old)))
+            if self.balanced:
+                continue
+            # greedy re-encode with bounds
+            r[:] = x
+            drift = np.zeros(n, np.float32)          # how far each item's level residual moved since last time
+            moved = np.zeros(n, bool)                # an earlier level's code changed: re-score from here on
+            for l in range(self.levels):
+                C = self.codebooks[l]
+                cn = np.einsum("ij,ij->i", C, C)
+                a = codes[:, l]
+                if lower[l] is None:
+                    todo = np.arange(n)
+                    lower[l] = np.zeros(n, np.float32)
+                else:
+                    sh = shifts[l]
+                    order = np.argsort(-sh)
+                    top, second = sh[order[0]], (sh[order[1]] if len(sh) > 1 else 0.0)
+                    lower[l] -= drift + np.where(a == order[0], second, top).astype(np.float32)
+                    upper = np.sqrt(assigned_sq_dist(r, C, a, cn=cn))
+                    todo = np.flatnonzero(moved | (upper > lower[l] * (1 - 1e-5)))
+                if len(todo):
+                    lab, _, s2 = nearest(r, C, k2=True, cn=cn, rows=todo)
+                    moved[todo] |= lab != a[todo]
+                    codes[todo, l] = lab
+                    lower[l][todo] = np.sqrt(s2)
+                    rescored += len(todo)
+                drift += shifts[l][codes[:, l]]
+                subtract_assigned(r, C, codes[:, l])
+        self.fit_stats.append({"refine_rounds": self.refine_rounds, "rescored_fraction":
+                               round(rescored / max(n * self.levels * self.refine_rounds, 1), 3),
                                "seconds": round(time.perf_counter() - t0, 3)})
         return codes
 
@@ -146,7 +194,7 @@ class RQKMeans:
                 r, _ = _normalize(r)
             lab = nearest(r, self.codebooks[l])[0] if codes is None else codes[:, l]
             out[:, l] = lab
-            r -= self.codebooks[l][lab]
+            subtract_assigned(r, self.codebooks[l], lab)
         if self.normalize_residuals and upto < self.levels:
             r, _ = _normalize(r)
         return r, out

@@ -67,8 +67,8 @@ class RQVAE:
     """``RQVAE(levels=3, codes=256).fit(x)`` -> codes ``[n, 3]``. See the module docstring."""
 
     def __init__(self, method: str = "rq-vae", levels: int = 3, codes=256, seed: int = 0,
-                 hidden: tuple = (512, 256, 128), latent_dim: int = 32, beta: float = 0.25, epochs: int = 300,
-                 batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0, warmup_epochs: int = 20,
+                 hidden: tuple = (512, 256, 128), latent_dim: int = 32, beta: float = 0.25, epochs: int = 200,
+                 batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0, warmup_epochs: int = 10,
                  dead_code_restart: bool = True, sinkhorn: bool = False, sinkhorn_epsilon: float = 0.003,
                  sinkhorn_iters: int = 50, dropout: float = 0.0, device: str | None = None,
                  time_budget_s: float | None = None):
