@@ -35,6 +35,8 @@ def child(args) -> None:
     kw = dict(RUNS[args.child])
     if kw["method"] == "rq-vae" and args.rqvae_epochs:
         kw["epochs"] = args.rqvae_epochs
+    if kw["method"] == "rq-vae" and args.rqvae_time_budget:
+        kw["time_budget_s"] = args.rqvae_time_budget
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     res = build_sids(args.embeddings, levels=3, codes=256, seed=args.seed, plots=False, **kw)
     dt = time.perf_counter() - t0
@@ -58,6 +60,7 @@ def main() -> None:
     ap.add_argument("--embeddings", default="/work/cache/beauty_emb")
     ap.add_argument("--methods", default=",".join(RUNS))
     ap.add_argument("--rqvae-epochs", type=int, default=None)
+    ap.add_argument("--rqvae-time-budget", type=float, default=None, help="seconds; rq-vae stops training there")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -70,6 +73,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", m, "--embeddings", args.embeddings, "--seed", str(args.seed)]
         if args.rqvae_epochs:
             cmd += ["--rqvae-epochs", str(args.rqvae_epochs)]
+        if args.rqvae_time_budget:
+            cmd += ["--rqvae-time-budget", str(args.rqvae_time_budget)]
         p = subprocess.run(cmd, capture_output=True, text=True)
         line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
         if not line:

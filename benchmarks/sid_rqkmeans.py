@@ -71,6 +71,12 @@ def run_llmrec(x, seed):
     return tok.fit(x), tok.codebooks
 
 
+def run_llmrec_full(x, seed):
+    from llmrec.tokenizers.rq_kmeans import RQKMeans
+    tok = RQKMeans(levels=LEVELS, codes=K, seed=seed, fit_sample=None)   # every level on all points
+    return tok.fit(x), tok.codebooks
+
+
 def run_llmrec_balanced(x, seed):
     from llmrec.tokenizers.rq_kmeans import RQKMeans
     tok = RQKMeans(levels=LEVELS, codes=K, seed=seed, balanced=True)
@@ -142,6 +148,7 @@ def run_faiss_rq(x, seed):
 
 METHODS = {
     "llmrec": run_llmrec,
+    "llmrec-full": run_llmrec_full,
     "llmrec-balanced": run_llmrec_balanced,
     "sklearn": run_sklearn,
     "faiss": run_faiss_sampled,
@@ -200,7 +207,7 @@ def main() -> None:
     if args.child:
         return child(args)
     default = ("llmrec,llmrec-balanced,faiss,faiss-rq,minibatch,sklearn" if args.workload == "beauty"
-               else "llmrec,faiss-sampled,faiss-full")
+               else "llmrec,llmrec-full,faiss-sampled,faiss-full")
     methods = (args.methods or default).split(",")
     if args.workload == "synthetic":
         load_data("synthetic", args.embeddings, args.n)  # generate once, outside the timings

@@ -145,6 +145,11 @@ def test_large_catalog_path_matches_full_data_path():
     err = lambda t, c: float(np.mean(np.linalg.norm(x - t.decode(c), axis=1) / np.linalg.norm(x, axis=1)))  # noqa
     assert err(big, cb) < err(full, cf) * 1.02
     assert any("final_encode_seconds" in s for s in big.fit_stats)
+    # every level learned on a sample, then one encode of all items
+    sub = RQKMeans(levels=3, codes=16, seed=1, fit_sample=1500)
+    cs = sub.fit(x)
+    assert np.array_equal(sub.encode(x), cs) and err(sub, cs) < err(full, cf) * 1.03
+    assert sub.config()["fit_sample"] == 1500
 
 
 def test_balanced_levels_and_report(tmp_path):
@@ -190,6 +195,10 @@ def test_index_json_round_trip_minionerec(shared_data, tmp_path):
     # the report works on imported SIDs (no tokenizer): codes used, collisions
     rep = report_sids(out, recompute=True, plots=False)
     assert rep["n_items"] == len(original) and rep["levels"][0]["used_codes"] <= 256
+    # the published file has collisions; --dedup digit makes an importable, collision-free table
+    fixed = SidTable.load(import_index_json(src, tmp_path / "fixed", offset=-1, dedup="digit"))
+    n_tuples = len({tuple(v) for v in original.values()})
+    assert _unique(fixed) and fixed.levels == (3 if n_tuples == len(original) else 4)
 
 
 def test_index_json_bad_input(tmp_path):

@@ -234,9 +234,10 @@ def estimated_reconstruction(x: np.ndarray, codes: np.ndarray) -> list[np.ndarra
 
 # --- peers' *.index.json --------------------------------------------------------------------------------------
 def import_index_json(path: str | Path, out: str | Path, dataset: str | Path | None = None, offset: int = 0,
-                      embeddings=None, overwrite: bool = False) -> Path:
+                      embeddings=None, overwrite: bool = False, dedup: str = "none") -> Path:
     """An LC-Rec / MiniOneRec ``*.index.json`` -> a SID folder. Items are matched to a dataset's ``original_id``
-    when ``dataset`` is given, else ``item = int(key) - offset`` (LC-Rec keys are 0-based: ``offset=-1``)."""
+    when ``dataset`` is given, else ``item = int(key) - offset`` (LC-Rec keys are 0-based: ``offset=-1``).
+    ``dedup="digit"`` appends a disambiguation digit when the file has collisions (peers' files often do)."""
     orig = None
     if dataset is not None:
         from llmrec.data_builders import load_dataset
@@ -247,7 +248,13 @@ def import_index_json(path: str | Path, out: str | Path, dataset: str | Path | N
     table = SidTable.from_index_json(path, original_ids=orig, offset=offset)
     raw = table.codes[1:]
     st = collision_stats(raw)
-    man = make_manifest("sids", config={"method": "import", "source_format": "index.json", "offset": offset},
+    if dedup not in ("none", "digit"):
+        raise LlmrecError(f"--dedup for imported SIDs must be none or digit, got {dedup!r}")
+    if dedup == "digit" and st["collisions"]:
+        final, size = add_digit(raw)
+        table = codes_to_table(final, list(table.codebook_sizes) + [size], table.original_ids)
+    man = make_manifest("sids", config={"method": "import", "source_format": "index.json", "offset": offset,
+                                        "dedup": dedup},
                         inputs={str(path): sha256_file(path)},
                         dataset=None if dataset is None else str(Path(dataset).resolve()),
                         embeddings=None if embeddings is None else str(Path(embeddings).resolve()),
@@ -255,8 +262,9 @@ def import_index_json(path: str | Path, out: str | Path, dataset: str | Path | N
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_sid_folder(tmp, table, raw, None, man, {})
     if st["collisions"]:
-        log.warning("%s: %d items share a SID with another item (largest group %d)", path, st["collisions"],
-                    st["largest_group"])
+        log.warning("%s: %d items share a SID with another item (largest group %d)%s", path, st["collisions"],
+                    st["largest_group"], "; appended a disambiguation digit" if dedup == "digit" else
+                    " (--dedup digit makes them unique)")
     return Path(out)
 
 

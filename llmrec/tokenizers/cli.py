@@ -91,6 +91,8 @@ def register(sub) -> None:
     i.add_argument("--offset", type=int, default=0,
                    help="without --dataset: item = int(key) - offset (0-based LC-Rec keys: --offset -1)")
     i.add_argument("--embeddings", default=None, help="EMB folder of the same items (for `sid report`)")
+    i.add_argument("--dedup", default="none", choices=("none", "digit"),
+                   help="digit: append a disambiguation digit if the file has collisions")
     i.add_argument("--out", required=True)
     i.add_argument("--overwrite", action="store_true")
     i.set_defaults(func=_sid_import)
@@ -172,7 +174,7 @@ def _sid_import(args) -> int:
     from llmrec.tokenizers.build import import_index_json
 
     out = import_index_json(args.index_json, args.out, dataset=args.dataset, offset=args.offset,
-                            embeddings=args.embeddings, overwrite=args.overwrite)
+                            embeddings=args.embeddings, overwrite=args.overwrite, dedup=args.dedup)
     t = SidTable.load(out)
     print(f"{out}: {t.n_items:,} items, {t.levels} levels {t.codebook_sizes}, {t.n_unique():,} unique SIDs")
     return 0

@@ -213,14 +213,15 @@ def _new_centroids(x, c, sums, counts, d2, rng) -> np.ndarray:
 
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100, tol: float = 1e-3,
            init: np.ndarray | str = "k-means++", init_size: int | None = None, sample_size: int | None = None,
-           sample_iter: int = 30) -> KMeansResult:
+           sample_iter: int = 30, full_iter: int = 2) -> KMeansResult:
     """Exact Lloyd k-means of ``x [n, d]`` into ``k`` clusters (see the module docstring).
 
-    ``init_size``: points used for k-means++ seeding (default ``min(n, 65536)``: seeding on a small sample
+    ``init_size``: points used for k-means++ seeding (default ``min(n, 32768)``: seeding on a small sample
     costs quality at the deeper RQ levels, where the residuals have little structure).
-    ``sample_size``: when ``n`` is larger, Lloyd first runs on this many sampled points (default ``256 k``),
-    then ``max_iter`` full-data iterations refine (Hamerly-accelerated). ``tol``: stop when the inertia
-    improves by less than this fraction in one iteration.
+    ``sample_size``: when ``n`` is larger, Lloyd first runs to convergence on this many sampled points (default
+    ``256 k``), then at most ``full_iter`` full-data iterations polish (Hamerly-accelerated); otherwise up to
+    ``max_iter`` full-data iterations. ``tol``: stop when the inertia improves by less than this fraction in
+    one iteration.
     """
     t0 = time.perf_counter()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -232,7 +233,7 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100, tol: fl
     if isinstance(init, np.ndarray):
         c = np.ascontiguousarray(init, dtype=np.float32).copy()
     else:
-        m = min(n, init_size or 65536)
+        m = min(n, init_size or 32768)
         xs = x if m == n else x[np.sort(rng.choice(n, m, replace=False))]
         if k_eff >= len(xs):
             c = xs[rng.permutation(len(xs))[:k_eff]].copy()
@@ -242,6 +243,7 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100, tol: fl
         if n > sample and sample_iter > 0:
             xs = x[np.sort(rng.choice(n, sample, replace=False))] if sample > m else xs
             c = _lloyd_plain(xs, c, sample_iter, tol, rng)
+            max_iter = min(max_iter, full_iter)
     if len(c) < k:  # fewer points than clusters: the extra centroids are copies nobody is assigned to
         c = np.concatenate([c, np.repeat(c[:1], k - len(c), 0)])
     res = _lloyd_hamerly(x, c, max_iter, tol, rng)

@@ -38,7 +38,8 @@ class RQKMeans:
     def __init__(self, method: str = "rq-kmeans", levels: int = 3, codes=256, seed: int = 0,
                  balanced: bool = False, normalize_residuals: bool = False, max_iter: int = 100,
                  tol: float = 1e-3, init_size: int | None = None, sample_size: int | None = None,
-                 balanced_iter: int = 30, refine_rounds: int = 4, refine_sample: int | None = 262144):
+                 balanced_iter: int = 30, refine_rounds: int = 4, refine_sample: int | None = 131072,
+                 full_iter: int = 2, fit_sample: int | None = 131072):
         if levels < 1:
             raise LlmrecError(f"--levels must be >= 1, got {levels}")
         self.method = method
@@ -53,6 +54,8 @@ class RQKMeans:
         self.balanced_iter = int(balanced_iter)
         self.refine_rounds = int(refine_rounds)
         self.refine_sample = None if refine_sample is None else int(refine_sample)
+        self.full_iter = int(full_iter)
+        self.fit_sample = None if fit_sample is None else int(fit_sample)
         self.codebooks: list[np.ndarray] = []
         self.scales = np.ones(self.levels, np.float32)   # mean residual norm per level (normalize_residuals)
         self.fit_stats: list[dict] = []
@@ -63,6 +66,7 @@ class RQKMeans:
                 "normalize_residuals": self.normalize_residuals, "max_iter": self.max_iter, "tol": self.tol,
                 "init_size": self.init_size, "sample_size": self.sample_size, "balanced_iter": self.balanced_iter,
                 "refine_rounds": self.refine_rounds, "refine_sample": self.refine_sample,
+                "full_iter": self.full_iter, "fit_sample": self.fit_sample,
                 "dim": int(self.codebooks[0].shape[1]) if self.codebooks else None}
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -81,6 +85,18 @@ class RQKMeans:
     def fit(self, x: np.ndarray) -> np.ndarray:
         x = _check(x)
         n = len(x)
+        if self.fit_sample and n > self.fit_sample and not self.balanced:
+            # very large catalogs: learn every level (and the refinement) on a sample, encode everything once
+            idx = np.sort(np.random.default_rng(self.seed).choice(n, self.fit_sample, replace=False))
+            cap, self.fit_sample = self.fit_sample, None
+            try:
+                self.fit(x[idx])
+            finally:
+                self.fit_sample = cap
+            t0 = time.perf_counter()
+            codes = self.encode(x)
+            self.fit_stats.append({"fit_sample": cap, "final_encode_seconds": round(time.perf_counter() - t0, 3)})
+            return codes
         r = x.copy()
         codes = np.empty((n, self.levels), np.int64)
         self.codebooks, self.fit_stats = [], []
@@ -90,7 +106,8 @@ class RQKMeans:
                 r, norms = _normalize(r)
                 self.scales[l] = float(norms.mean())
             seed = self.seed + 1000 * l
-            kw = dict(max_iter=self.max_iter, tol=self.tol, init_size=self.init_size, sample_size=self.sample_size)
+            kw = dict(max_iter=self.max_iter, tol=self.tol, init_size=self.init_size, sample_size=self.sample_size,
+                      full_iter=self.full_iter)
             if self.balanced:
                 res = balanced_kmeans(r, k, seed=seed, max_iter=self.balanced_iter, kmeans_kw=kw)
                 lab = res.labels
