@@ -224,3 +224,18 @@ def test_cli_sid_build_report_export(tmp_path, capsys):
     assert main(["sid", "export", str(tmp_path / "s"), "--key", "item", "--out", str(tmp_path / "x.json")]) == 0
     assert len(json.loads((tmp_path / "x.json").read_text())) == 400
     assert main(["sid", "build", "--embeddings", str(tmp_path / "missing"), "--out", str(tmp_path / "t")]) == 2
+
+
+def test_sinkhorn_last_level_spreads_items():
+    """LC-Rec's Sinkhorn assignment: with every item closest to the same code, the transport plan still
+    spreads them over the codes (plain argmin would put all on one)."""
+    import torch
+
+    from llmrec.tokenizers.rq_vae import sinkhorn_codes
+
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand(256, 8, generator=g) * 0.1 + 1.0
+    d[:, 3] = 0.5                                   # code 3 is everybody's nearest
+    plain = torch.bincount(d.argmin(1), minlength=8)
+    bal = torch.bincount(sinkhorn_codes(d, epsilon=0.003, iters=100), minlength=8)
+    assert plain.max() == 256 and bal.max() <= 256 // 8 * 2 and (bal > 0).all()

@@ -49,7 +49,7 @@ def sinkhorn_codes(dist, epsilon: float = 0.003, iters: int = 50):
     """Balanced assignment: argmax of the entropic transport plan between items (mass 1 each) and codes
     (mass n/K each) for cost ``dist [n, K]`` (normalised to [0, 1]); torch tensors in and out."""
     torch = _torch()
-    d = dist.double()
+    d = dist.float()
     d = (d - d.min()) / (d.max() - d.min() + 1e-12)
     n, k = d.shape
     log_q = -d / epsilon
@@ -246,9 +246,10 @@ class RQVAE:
                 restarts += self._restart_dead(x, used)
             rec_epoch = {k: v / nb for k, v in tot.items()}
             rec_epoch["epoch"] = ep
-            if ep % 10 == 0 or ep == self.epochs - 1:
+            over = bool(self.time_budget_s and time.perf_counter() - t0 > self.time_budget_s)
+            if ep % 10 == 0 or ep == self.epochs - 1 or over:
                 self.history.append(rec_epoch)
-            if self.time_budget_s and time.perf_counter() - t0 > self.time_budget_s:
+            if over:
                 log.warning("rq-vae: time budget %.0f s reached after %d epochs", self.time_budget_s, ep + 1)
                 break
         self.encoder.eval(), self.decoder.eval()
