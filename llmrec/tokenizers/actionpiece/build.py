@@ -78,13 +78,14 @@ def _new_table(bits: int) -> np.ndarray:
 
 def learn_merges(item_tokens: np.ndarray, sequences: Sequence[np.ndarray], n_init: int, n_merges: int, *,
                  check_every: int = 0, naive: bool = False, progress: bool = True,
-                 chunk: int = 512) -> MergeResult:
+                 chunk: int = 512, keep_counts: bool = False) -> MergeResult:
     """Learn up to ``n_merges`` merges.
 
     ``item_tokens[i]`` are the ``m`` initial token ids (``< n_init``) of item row ``i``; ``sequences`` hold
     item rows. ``check_every=k`` recounts every pair from scratch after every ``k``-th merge and raises if a
     single count differs (a debug mode; ``1`` checks after every merge). ``naive=True`` runs the full-recount
-    baseline instead of the incremental updates (for benchmarks).
+    baseline instead of the incremental updates (for benchmarks). ``keep_counts=True`` puts the final pair
+    counts (``{(left, right): count}``, zeros omitted) in ``stats["pair_counts"]`` (for tests).
     """
     K = _kernels()
     item_tokens = np.asarray(item_tokens)
@@ -133,7 +134,7 @@ def learn_merges(item_tokens: np.ndarray, sequences: Sequence[np.ndarray], n_ini
     if progress and n_merges > 0:
         from tqdm.auto import tqdm
         bar = tqdm(total=n_merges, desc="ActionPiece merges", unit="merge", mininterval=1.0)
-    step = check_every if check_every > 0 else chunk
+    step = 1 if naive else (check_every if check_every > 0 else chunk)
     grow_events = 0
     try:
         while scal[K.S_DONE] < n_merges:
@@ -178,6 +179,10 @@ def learn_merges(item_tokens: np.ndarray, sequences: Sequence[np.ndarray], n_ini
         "init_seconds": round(t_init, 3), "total_seconds": round(time.perf_counter() - t0, 3),
         "naive": naive,
     }
+    if keep_counts:
+        live = (table[:, 0] != -1) & (table[:, 1] != 0)
+        stats["pair_counts"] = {(int(k >> 32), int(k & 0xFFFFFFFF)): int(v)
+                                for k, v in zip(table[live, 0].tolist(), table[live, 1].tolist())}
     return MergeResult(out_pair[:done], out_cnt[:done], out_apps[:done], scale, n_init, stats)
 
 

@@ -46,8 +46,9 @@ def opq_codes(embeddings: np.ndarray, n_codebooks: int = 4, codebook_size: int =
                           "smaller --codebook-size")
     faiss.omp_set_num_threads(1)  # bit-for-bit reproducible k-means
     index = faiss.index_factory(d, f"{'OPQ%d,' % n_codebooks if opq else ''}PQ{n_codebooks}x{nbits}")
-    _seed_faiss(index, seed)
+    keep = _seed_faiss(index, seed, d, n_codebooks, nbits)
     index.train(xt)
+    del keep
     codes = index.sa_encode(x)
     if nbits == 8:
         return codes.astype(np.int64)
@@ -56,15 +57,25 @@ def opq_codes(embeddings: np.ndarray, n_codebooks: int = 4, codebook_size: int =
     return (bits.reshape(len(x), n_codebooks, nbits) << np.arange(nbits)).sum(-1).astype(np.int64)
 
 
-def _seed_faiss(index, seed: int) -> None:
+def _seed_faiss(index, seed: int, d: int, m: int, nbits: int):
+    """Seed the final PQ's k-means and give OPQ's inner quantiser the final code size (faiss defaults to 8 bits)."""
     import faiss
 
+    keep = []
     idx = index
-    if isinstance(idx, faiss.IndexPreTransform):  # the OPQ rotation is initialised with faiss' fixed seed
+    if isinstance(idx, faiss.IndexPreTransform):  # the OPQ rotation itself starts from faiss' fixed seed
+        for i in range(idx.chain.size()):
+            vt = faiss.downcast_VectorTransform(idx.chain.at(i))
+            if isinstance(vt, faiss.OPQMatrix):
+                inner = faiss.ProductQuantizer(d, m, nbits)
+                inner.cp.seed = int(seed) + 4321
+                vt.pq = inner
+                keep.append(inner)  # owned by Python: must outlive training
         idx = faiss.downcast_index(idx.index)
     pq = getattr(idx, "pq", None)
     if pq is not None:
         pq.cp.seed = int(seed) + 1234
+    return keep
 
 
 def disambiguation_digit(codes: np.ndarray, buckets: int = 128, seed: int = 0) -> np.ndarray:
