@@ -164,6 +164,11 @@ def test_targets_decode_and_reject(small_ap):
              if len({p for p, _ in ap.token_features(ap.n_init + k)}) < len(ap.token_features(ap.n_init + k))]
     if cross:  # a token spanning two items that repeats a position can never be part of an item
         assert ap.decode([ap.token(ap.n_init + cross[0])] + init) is None
+    # SidTable-style text API: the first complete target in generated text
+    assert ap.item_sid(it) == "".join(ap.item_tokens(it))
+    assert ap.decode_item(f"Next: {ap.item_sid(it)} then {ap.item_sid(8)}") == it
+    assert ap.decode_item("".join(init[:-1]) + ap.item_sid(9)) == 9
+    assert ap.decode_item("".join(init[:-1])) is None
     # no target is a prefix of another (each covers every position): a trie needs no end marker ambiguity
     seqs = sorted(tuple(t) for t in targets.values())
     assert not any(b[: len(a)] == a for a, b in zip(seqs, seqs[1:]))

@@ -165,6 +165,26 @@ class ActionPiece:
     def item_text(self, item: Hashable) -> str:
         return "".join(self.item_tokens(item))
 
+    # SidTable-compatible names, so code written for RQ SIDs can take an ActionPiece tokenizer
+    def item_sid(self, item: Hashable) -> str:
+        """``item``'s target as one string (``<ap_31877><ap_5120>``), like :meth:`SidTable.item_sid`."""
+        return self.item_text(item)
+
+    def decode_item(self, text: str) -> Hashable | None:
+        """The item of the first complete ActionPiece target in ``text`` (like :meth:`SidTable.decode_item`)."""
+        ids = self.parse(text)
+        for s in range(len(ids)):
+            covered = 0
+            for e in range(s, len(ids)):
+                covered += len(self._expand[ids[e]]) if ids[e] < self.vocab_size else self.n_positions + 1
+                if covered >= self.n_positions:
+                    if covered == self.n_positions:
+                        it = self.decode(ids[s:e + 1])
+                        if it is not None:
+                            return it
+                    break
+        return None
+
     def target_sequences(self) -> dict:
         """``{item id: [token, ...]}`` for every item: what a constrained-decoding trie is built from."""
         return {it: self.item_tokens(it) for it in self.item_ids}
