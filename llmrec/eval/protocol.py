@@ -232,17 +232,16 @@ def read_predictions(path: str | Path) -> tuple[list, list, list]:
     path = Path(path)
     if not path.is_file():
         raise LlmrecError(f"{path}: predictions file not found")
+    lines, recs = [], []
     with open(path, encoding="utf-8") as f:
-        lines = [(n, line) for n, line in enumerate(f, start=1) if line.strip()]
-    try:  # one C-level parse for the whole file; on failure, find the bad line
-        recs = json.loads("[" + ",".join(line for _, line in lines) + "]")
-    except json.JSONDecodeError:
-        for n, line in lines:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
             try:
-                json.loads(line)
+                recs.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise LlmrecError(f"{where(path, n)}: malformed JSON ({e.msg})") from None
-        raise LlmrecError(f"{path}: malformed JSON lines") from None
+            lines.append((n, None))
     users, targets, ranked = [], [], []
     for (n, _), rec in zip(lines, recs):
         if not isinstance(rec, dict):
