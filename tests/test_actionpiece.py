@@ -323,7 +323,7 @@ def test_beauty_every_item_round_trips(beauty_dataset, beauty_dir, tmp_path):
     feats = {str(i): re.findall(r"_(\d+)>", s) for i, s in zip(items["item_id"], items["letter_sid"])}
     fpath = _write(tmp_path / "features.json", feats)
     ap = run_actionpiece(tmp_path / "ap", vocab_size=4000, dataset=beauty_dataset, features=fpath,
-                         hash_buckets=128, check_every=700, progress=False, plots=False)
+                         hash_buckets=128, check_every=1000, progress=False, plots=False)
     assert ap.n_items == 12101 and ap.vocab_size == 4000 and ap.n_positions == 5
     report = json.loads((tmp_path / "ap" / "report.json").read_text())
     assert report["n_sequences"] == 22363 and report["item_occurrences"] == 153776
