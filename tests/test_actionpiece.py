@@ -341,3 +341,20 @@ def test_beauty_every_item_round_trips(beauty_dataset, beauty_dir, tmp_path):
         for rng in (None, 0):
             toks = ap.history_tokens(hist, rng=rng)
             assert sorted(f for t in toks for f in ap.token_features(t)) == want
+
+
+def test_categorical_metadata_features(synthetic_dataset, tmp_path):
+    from llmrec.cli import main
+
+    out = tmp_path / "ap"
+    assert main(["sid-actionpiece", "build", "--dataset", str(synthetic_dataset), "--categorical",
+                 "brand,categories,price_tier", "--vocab-size", "600", "--out", str(out), "--check-every", "50",
+                 "--no-plots"]) == 0
+    ap = ActionPiece.load(out)
+    report = json.loads((out / "report.json").read_text())
+    assert report["position_names"] == ["brand", "categories", "price_tier", "hash"]
+    assert report["roundtrip_items"] == ap.n_items == 150 and report["merges_never_applied"] == 0
+    items = __import__("pandas").read_parquet(synthetic_dataset / "items.parquet")
+    row = items.iloc[0]
+    assert [v for _, v in sorted(f for t in ap.item_tokens(int(row["item"])) for f in ap.token_features(t))][:3] \
+        == [row["brand"], row["categories"], row["price_tier"]]
