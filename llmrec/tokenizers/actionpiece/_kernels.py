@@ -22,7 +22,7 @@ from numba import njit
 # status codes of run_merges
 DONE, GROW_HASH, GROW_HEAP, EXHAUSTED = 0, 1, 2, 3
 # slots of the ``scal`` int64 array (counters shared between calls)
-S_USED, S_HEAP_N, S_N_OCC, S_DONE, S_EPOCH, S_TOKENS = 0, 1, 2, 3, 4, 5
+S_USED, S_HEAP_N, S_N_OCC, S_DONE, S_EPOCH, S_TOKENS, S_NTOUCH = 0, 1, 2, 3, 4, 5, 7
 N_SCAL = 8
 # columns of the hash table
 K_KEY, K_VAL, K_EPOCH, K_OLD = 0, 1, 2, 3
@@ -61,8 +61,8 @@ def _add(table, bits, scal, key, delta, epoch, touched):
     if table[i, K_EPOCH] != epoch:
         table[i, K_EPOCH] = epoch
         table[i, K_OLD] = table[i, K_VAL]
-        touched[scal[7]] = i
-        scal[7] += 1
+        touched[scal[S_NTOUCH]] = i
+        scal[S_NTOUCH] += 1
     table[i, K_VAL] += delta
 
 
@@ -109,12 +109,12 @@ def count_all(tok, sz, ctx, nxt, seq_head, scale, table, bits, scal, touched):
     for s in range(seq_head.shape[0]):
         z = seq_head[s]
         while z >= 0:
-            scal[7] = 0
+            scal[S_NTOUCH] = 0
             _term_inside(z, 1, tok, sz, scale, table, bits, scal, -1, touched)
-            scal[7] = 0
+            scal[S_NTOUCH] = 0
             _term_link(z, 1, tok, sz, ctx, nxt, scale, table, bits, scal, -1, touched)
             z = nxt[z]
-    scal[7] = 0
+    scal[S_NTOUCH] = 0
 
 
 @njit(cache=True)
@@ -365,7 +365,7 @@ def run_merges(n_todo, n_init, scale, naive,
         touched = _grow(touched, bound)
         epoch = scal[S_EPOCH] + 1
         scal[S_EPOCH] = epoch
-        scal[7] = 0
+        scal[S_NTOUCH] = 0
 
         # ---- subtract the old contributions of every term the merge can change
         ni = 0
@@ -478,11 +478,11 @@ def run_merges(n_todo, n_init, scale, naive,
                 z = terms_ln[j]
                 if alive[z]:
                     _term_link(z, 1, tok, sz, ctx, nxt, scale, table, bits, scal, epoch, touched)
-            for j in range(scal[7]):
+            for j in range(scal[S_NTOUCH]):
                 i = touched[j]
                 if table[i, K_VAL] > table[i, K_OLD]:
                     _heap_push(heap, scal, table[i, K_VAL], table[i, K_KEY])
-        scal[7] = 0
+        scal[S_NTOUCH] = 0
 
         out_pair[done, 0] = a
         out_pair[done, 1] = b

@@ -154,6 +154,11 @@ def run_actionpiece(out: str | Path, *, vocab_size: int, dataset: str | Path | N
     if sequences is not None:
         seqs = F.load_sequences_json(sequences)
         seq_source = str(sequences)
+        if features is None:  # features come from the dataset, whose item ids are integers
+            try:
+                seqs = [[int(x) for x in s] for s in seqs]
+            except ValueError as e:
+                raise LlmrecError(f"{sequences}: item ids must be the dataset's integer ids ({e})") from None
     elif dataset is not None:
         seqs = _dataset_sequences(dataset, protocol)
         seq_source = f"{dataset} ({protocol} training sequences)"
