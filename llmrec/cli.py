@@ -19,6 +19,7 @@ _STAGES = (
     "llmrec.data_builders.cli",
     "llmrec.eval.cli",
     "llmrec.models.cli",
+    "llmrec.models.lm_cli",
     "llmrec.quickstart",
 )
 
