@@ -20,6 +20,7 @@ _STAGES = (
     "llmrec.eval.cli",
     "llmrec.models.cli",
     "llmrec.models.lm_cli",
+    "llmrec.inference.cli",
     "llmrec.quickstart",
 )
 
