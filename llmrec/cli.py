@@ -20,6 +20,7 @@ _STAGES = (
     "llmrec.data_builders.instructions_cli",
     "llmrec.eval.cli",
     "llmrec.models.cli",
+    "llmrec.models.lm_cli",
     "llmrec.quickstart",
 )
 
