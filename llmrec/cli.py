@@ -21,6 +21,7 @@ _STAGES = (
     "llmrec.eval.cli",
     "llmrec.models.cli",
     "llmrec.models.lm_cli",
+    "llmrec.tokenizers.cli",
     "llmrec.quickstart",
 )
 
