@@ -22,6 +22,7 @@ _STAGES = (
     "llmrec.models.cli",
     "llmrec.models.lm_cli",
     "llmrec.tokenizers.cli",
+    "llmrec.training.cli",
     "llmrec.quickstart",
 )
 

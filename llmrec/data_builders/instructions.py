@@ -42,6 +42,8 @@ MANIFEST = "instructions.json"
 SEQUENCE_TASKS = ("seqrec", "seq2title", "titleseq2sid", "prefsearch")
 ITEM_TASKS = ("title2sid", "desc2sid", "titledesc2sid", "sid2title", "itemsearch")
 ALL_TASKS = SEQUENCE_TASKS + ITEM_TASKS
+# SID wrappers, as llmrec.models.vocab adds them with --wrap (kept equal by a test)
+SID_BEGIN, SID_END = "<|sid_begin|>", "<|sid_end|>"
 # Item text fields a task cannot do without (``any`` of the tuple is enough for the search tasks).
 NEEDS: dict[str, tuple[str, ...]] = {
     "seqrec": (), "seq2title": ("title",), "titleseq2sid": ("title",), "prefsearch": ("title", "description"),
@@ -73,6 +75,7 @@ class InstructionConfig:
     system_prompt: str | None = SYSTEM_PROMPT
     item_scope: str = "all"        # item tasks over "all" catalog items or only items in training interactions
     max_text_words: int = 48       # descriptions are cut to this many words
+    wrap: bool = False             # write SIDs as <|sid_begin|>...<|sid_end|> (models extended with --wrap)
     seed: int = 0
 
     def __post_init__(self):
@@ -207,7 +210,9 @@ class _Builder:
     def __init__(self, ds: Dataset, split: Split, table, cfg: InstructionConfig):
         self.ds, self.split, self.table, self.cfg = ds, split, table, cfg
         self.rng = np.random.default_rng(cfg.seed)
-        self.sid = np.asarray([""] + [table.item_sid(i) for i in range(1, table.n_items + 1)], dtype=object)
+        b, e = (SID_BEGIN, SID_END) if cfg.wrap else ("", "")
+        self.sid = np.asarray([""] + [f"{b}{table.item_sid(i)}{e}" for i in range(1, table.n_items + 1)],
+                              dtype=object)
         self.fields = {f: _field(ds, f) for f in ("title", "description", "brand", "categories")}
         self.fields["description"] = np.asarray([_cut_words(t, cfg.max_text_words) if t else ""
                                                  for t in self.fields["description"]], dtype=object)
@@ -364,7 +369,7 @@ def build_instructions(dataset: str | Path, protocol: str, sids, out: str | Path
                                 "sids": str(sids) if not hasattr(sids, "codes") else "<SidTable>"},
         inputs=inputs, seed=cfg.seed,
         counts=counts, skipped=skipped, n_train=len(train), n_valid=len(valid),
-        sid_levels=table.levels, sid_codebook_sizes=list(table.codebook_sizes),
+        sid_levels=table.levels, sid_codebook_sizes=list(table.codebook_sizes), sid_wrap=cfg.wrap,
         system_prompt=cfg.system_prompt, leakage_check=report)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         dd.save_to_disk(str(tmp / "data"))

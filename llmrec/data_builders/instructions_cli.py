@@ -36,6 +36,8 @@ def register(sub) -> None:
                                                                       "prompts; inference must do the same)")
         p.add_argument("--item-scope", choices=("all", "train"), default="all",
                        help="item tasks over all catalog items (default) or only items seen in training")
+        p.add_argument("--wrap", action="store_true", help="write SIDs as <|sid_begin|>...<|sid_end|> (for models "
+                                                           "extended with `llmrec model extend --wrap`)")
         p.add_argument("--seed", type=int, default=0)
 
     b = g.add_parser("build", help="build an instruction dataset folder",
@@ -72,7 +74,7 @@ def _config(args):
         except ValueError:
             raise LlmrecError(f"--ratio {r!r}: {v!r} is not a number") from None
     kw = dict(ratios=ratios, max_history=args.max_history, min_history=args.min_history,
-              template_mode=args.template_mode, item_scope=args.item_scope, seed=args.seed)
+              template_mode=args.template_mode, item_scope=args.item_scope, wrap=args.wrap, seed=args.seed)
     if args.tasks:
         kw["tasks"] = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if args.no_system_prompt:
