@@ -23,6 +23,7 @@ _STAGES = (
     "llmrec.models.lm_cli",
     "llmrec.tokenizers.cli",
     "llmrec.training.cli",
+    "llmrec.inference.cli",
     "llmrec.quickstart",
 )
 
