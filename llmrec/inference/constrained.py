@@ -173,6 +173,30 @@ class StepScorer(Protocol):
              cand_tokens: torch.Tensor) -> torch.Tensor: ...
 
 
+class PrefixStateScorer:
+    """Adapter from :class:`StepScorer` to stateless backends such as vLLM.
+
+    It keeps, for every live row, the prompt it belongs to and the generated prefix, and asks
+    ``score_fn(prompt_index [R], prefixes [R, t], cand_rows, cand_tokens)`` for the candidates' scores. A vLLM
+    backend implements ``score_fn`` with one ``max_tokens=1`` request per row (``TokensPrompt(prompt + prefix)``,
+    ``allowed_token_ids`` = that row's candidates, prefix caching on).
+    """
+
+    def __init__(self, n_prompts: int, score_fn):
+        self.n_prompts = n_prompts
+        self.score_fn = score_fn
+        self.prompt_index = self.prefixes = None
+
+    def step(self, parents, tokens, cand_rows, cand_tokens):
+        if parents is None:
+            self.prompt_index = torch.arange(self.n_prompts, device=cand_rows.device)
+            self.prefixes = torch.zeros((self.n_prompts, 0), dtype=torch.long, device=cand_rows.device)
+        else:
+            self.prompt_index = self.prompt_index[parents]
+            self.prefixes = torch.cat([self.prefixes[parents], tokens[:, None]], 1)
+        return self.score_fn(self.prompt_index, self.prefixes, cand_rows, cand_tokens)
+
+
 @dataclass
 class BeamResult:
     """Top-K items per prompt. ``items[b, j]`` is the j-th best item of prompt ``b`` (-1 where fewer than K
