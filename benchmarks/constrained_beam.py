@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llmrec.inference.constrained import TrieLogitsProcessor  # noqa: E402
 from llmrec.inference.hf import (beam_generation_config, clean_generation_defaults,  # noqa: E402
-                                 constrained_beam_search, generate_constrained)
+                                 constrained_beam_search)
 from llmrec.inference.trie import Trie, sid_trie  # noqa: E402
 
 

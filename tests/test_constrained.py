@@ -272,6 +272,31 @@ def test_stateless_backend_interface_gives_the_same_ranking():
     assert calls[0] == len(prompts) and len(calls) == trie.max_depth
 
 
+def test_processor_under_sampling_gives_valid_items_then_eos():
+    """TRL-style rollouts: sampling (with top-k/top-p/temperature) under the processor, max_new_tokens past the
+    SID depth: every sample is a catalog item followed by eos."""
+    from transformers import GenerationConfig
+
+    rng = np.random.default_rng(5)
+    seqs = random_catalog(rng, 48, variable=True, n_items=25)
+    trie = Trie.from_sequences([s[:-1] for s in seqs], end_token=1)
+    model = tiny_model("qwen3", 48, 2, 0.5)
+    ids = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10]])
+    mask = (ids != 0).long()
+    proc = TrieLogitsProcessor(trie, prompt_len=ids.shape[1], end_token_id=1)
+    cfg = GenerationConfig(do_sample=True, top_k=3, top_p=0.9, temperature=0.7, max_new_tokens=trie.max_depth + 3,
+                           num_return_sequences=16, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg, logits_processor=[proc])
+    gen = out[:, ids.shape[1]:]
+    items = trie.items_of(gen)
+    assert (items >= 1).all()
+    for row, it in zip(gen.tolist(), items.tolist()):
+        n = len(trie.sequence_of(it))
+        assert row[:n] == trie.sequence_of(it) and all(t in (0, 1) for t in row[n:])
+    assert len(set(items.tolist())) > 1                          # it samples, not a single forced answer
+
+
 def test_beam_search_needs_enough_beams():
     trie = Trie.from_sequences([[2, 3], [2, 4]])
     with pytest.raises(LlmrecError, match="num_beams >= k"):

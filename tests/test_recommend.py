@@ -114,7 +114,11 @@ def test_recommend_cli_split_eval_and_resume(sid_model, synthetic_dataset, tmp_p
     part = tmp_path / "again.jsonl.partial"
     part.write_text("\n".join(out.read_text().splitlines()[:7]) + "\n")
     recommend_file(sid_model, reqs, tmp_path / "again.jsonl", k=5, chunk=4, device="cpu")
-    assert (tmp_path / "again.jsonl").read_text() == out.read_text() and not part.exists()
+    again = [json.loads(x) for x in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert not part.exists() and len(again) == len(rows)
+    for a, b in zip(again, rows):             # other batch composition: equal up to float rounding
+        assert (a["user"], a["ranked"], a["titles"]) == (b["user"], b["ranked"], b["titles"])
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-4)
 
 
 def test_recommend_cli_input_file_errors(sid_model, tmp_path, capsys):

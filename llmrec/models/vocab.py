@@ -322,6 +322,8 @@ def extend_model(model, tokenizer, sid_table: SidTable, wrap: bool = False, init
     for cfg in (model.config, model.generation_config):
         if getattr(cfg, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
             cfg.pad_token_id = tokenizer.pad_token_id
+    log.info("added %d SID tokens (%d new ids), embedding rows %d -> %d, init %s", len(tokens), n_after - n_before,
+             rows_before, rows, init)
     base = base_model or getattr(model.config, "_name_or_path", "") or getattr(tokenizer, "name_or_path", "")
     return LmInfo(base_model=str(base), levels=sid_table.levels, codebook_sizes=list(sid_table.codebook_sizes),
                   letters=sid_table.letters[: sid_table.levels], n_items=sid_table.n_items, wrap=wrap,
