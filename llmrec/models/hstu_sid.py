@@ -3,8 +3,7 @@
 The item embedding of :mod:`llmrec.models.hstu` (input and output side) is replaced by one built from the item's
 SID, using its first ``levels`` codes ``(c_1, ..., c_N)`` with codebook sizes ``K_l``:
 
-``ngram``           one row per full N-gram: ``rank(c_1..c_N)`` in mixed radix (hashed into ``table_size`` rows
-                    when the product of the K_l is larger). SID only.
+``ngram``           one row per full N-gram ``(c_1..c_N)``. SID only.
 ``prefixN``         one row per prefix ``(c_1)``, ``(c_1, c_2)``, ..., ``(c_1..c_N)``, summed; each prefix length has
                     its own row range, so ``(5)`` and ``(0, 5)`` never share a row. SID only.
 ``prefixN-indEmb``  ``prefixN`` fused with the item-id embedding.
@@ -14,7 +13,9 @@ Fusions of the SID embedding ``s`` with the id embedding ``e``: ``sum`` (s + e),
 (Linear-ReLU-Linear[s; e]), ``scalarGate`` (g = sigmoid(Linear[s; e]) in R, g s + (1 - g) e), ``vectorGate``
 (the same with g in R^d) and ``scalarWeight`` (a learned alpha: alpha s + (1 - alpha) e).
 
-Row 0 of every table is padding and *only* padding: every real code row is shifted by one, so a first-level code
+By default a table has one row per distinct n-gram / prefix that occurs in the catalog (exact, no waste);
+``table_size=N`` instead hashes the mixed-radix rank into N rows per prefix length, as the reference does for
+open catalogs. Row 0 of every table is padding and *only* padding: every real code row is shifted by one, so a first-level code
 0 is a trainable row (the reference code maps it onto the frozen zero padding row). Padding items (id 0) get the
 zero embedding.
 
@@ -46,7 +47,7 @@ class HSTUSIDConfig(HSTUConfig):
     method: str = "prefixN-indEmb"
     fusion: str = "sum"            # for the -indEmb methods
     levels: int = 0                # use the first N SID levels (0 = all)
-    table_size: int = 2_000_000    # cap on rows per n-gram / prefix range (larger key spaces are hashed)
+    table_size: int = 0            # 0: one row per distinct n-gram / prefix of the catalog; N: hash into N rows
     scale_sid: bool = False        # divide summed SID embeddings by sqrt(number of rows summed)
 
     def __post_init__(self):
@@ -58,8 +59,8 @@ class HSTUSIDConfig(HSTUConfig):
         if not self.sids:
             raise LlmrecError("hstu-sid: `sids` is required (a SID folder from `llmrec sid build` or an "
                               "LC-Rec *.index.json)")
-        if self.levels < 0 or self.table_size < 1:
-            raise LlmrecError(f"hstu-sid: levels must be >= 0 and table_size >= 1 (got {self.levels}, "
+        if self.levels < 0 or self.table_size < 0:
+            raise LlmrecError(f"hstu-sid: levels and table_size must be >= 0 (got {self.levels}, "
                               f"{self.table_size})")
 
 
@@ -97,13 +98,18 @@ def sid_rows(codes: np.ndarray, sizes: list[int], method: str, table_size: int) 
         prefixes = [len(sizes)] if method == "ngram" else list(range(1, len(sizes) + 1))
         cols, start = [], 1
         for p in prefixes:
-            space = 1
-            for k in sizes[:p]:
-                space *= int(k)            # Python int: no overflow however long the SID
-            width = min(space, table_size)
-            key = np.zeros(len(real), np.int64)
-            for l in range(p):             # mixed-radix rank, reduced mod width as it goes (= rank mod width)
-                key = (key * int(sizes[l]) + real[:, l]) % width
+            if table_size <= 0:            # exact: one row per distinct prefix that some item has
+                _, key = np.unique(real[:, :p], axis=0, return_inverse=True)
+                key = key.ravel()
+                width = int(key.max()) + 1
+            else:                          # hashed, as the reference: mixed-radix rank mod table_size
+                space = 1
+                for k in sizes[:p]:
+                    space *= int(k)        # Python int: no overflow however long the SID
+                width = min(space, table_size)
+                key = np.zeros(len(real), np.int64)
+                for l in range(p):         # reduced mod width as it goes (= rank mod width)
+                    key = (key * int(sizes[l]) + real[:, l]) % width
             cols.append(start + key)
             start += width
         rows = np.stack(cols, axis=1)
@@ -149,7 +155,7 @@ class SIDEmbedding(nn.Module):
     """Item embedding from Semantic IDs (+ the item-id embedding for the ``-indEmb`` methods)."""
 
     def __init__(self, codes: np.ndarray, sizes: list[int], d: int, method: str = "prefixN-indEmb",
-                 fusion: str = "sum", levels: int = 0, table_size: int = 2_000_000, scale: bool = False):
+                 fusion: str = "sum", levels: int = 0, table_size: int = 0, scale: bool = False):
         super().__init__()
         if method not in METHODS:
             raise LlmrecError(f"unknown SID method {method!r}; expected one of {METHODS}")

@@ -537,12 +537,12 @@ def fit_next_item_model(model: torch.nn.Module, *, name: str, split, model_cfg, 
     times = split.train_time_sequences() if with_time else None
     data = NextItemData(seqs, times, model_cfg.max_len, windows=windows)
 
-    def evaluate(m, examples, desc):
+    def evaluate(m, examples, desc, exclude=exclude_history):
         # score histories of similar length together (less padding), then restore the examples' order
         lengths = np.minimum(examples["history"].map(len).to_numpy(), model_cfg.max_len)
         order = np.argsort(lengths, kind="stable")
         res = evaluate_scores(lambda b: m.score(history_batch(b, model_cfg.max_len, with_time)),
-                              examples.iloc[order], split.n_items, ks=ks, exclude_history=exclude_history,
+                              examples.iloc[order], split.n_items, ks=ks, exclude_history=exclude,
                               batch_size=train_cfg.eval_batch_size, progress=train_cfg.progress, desc=desc)
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
@@ -558,5 +558,10 @@ def fit_next_item_model(model: torch.nn.Module, *, name: str, split, model_cfg, 
     res = train(model, batches=data.batches(train_cfg.batch_size), loss_fn=lambda m, b: m.loss(b),
                 evaluate=evaluate, valid=split.valid, test=split.test, cfg=train_cfg, workdir=workdir, seed=seed,
                 resume=resume, fingerprint={"model": name, **mc, "exclude_history": exclude_history}, name=name)
-    info = {**res.info, "train_sequences": len(data), **(extra_info or {})}
+    model.eval()
+    with torch.inference_mode():  # the same best checkpoint under the other history rule, for comparison
+        alt = evaluate(model, split.test, f"{name} test (exclude_history={not exclude_history})",
+                       exclude=not exclude_history).metrics
+    info = {**res.info, "train_sequences": len(data), **(extra_info or {}),
+            "test_other_history_rule": {k: v for k, v in alt.items() if "@" in k or k == "exclude_history"}}
     return {"valid": res.valid, "test": res.test, "info": info, "history": res.history}
