@@ -29,6 +29,7 @@ REGISTRY: dict[str, str] = {
     "gpt2": "llmrec.models.gpt2:fit",
     "hstu": "llmrec.models.hstu:fit",
     "hstu-sid": "llmrec.models.hstu_sid:fit",
+    "tiger": "llmrec.models.tiger:fit",
 }
 
 

@@ -220,7 +220,10 @@ def evaluate_tiger(model: TIGER, examples, n_items: int, ks=None, exclude_histor
     def score(exclude: bool):
         ranked = raw
         if exclude:  # drop history items (never the target itself), as the full-ranking protocol does
-            ranked = [[x for x in r if x == t or x not in set(h.tolist())] for r, h, t in zip(raw, hist, targets)]
+            ranked = []
+            for r, h, t in zip(raw, hist, targets):
+                seen = set(np.asarray(h).tolist())
+                ranked.append([x for x in r if x == t or x not in seen])
         res = evaluate_ranked_lists(targets.tolist(), ranked, ks=ks, n_items=n_items, users=users)
         res.metrics["exclude_history"] = exclude
         return res
