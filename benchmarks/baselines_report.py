@@ -31,10 +31,13 @@ def row(r: dict) -> str:
     bp = m.get("by_popularity", {})
     cells.append(" / ".join(f"{bp[b]['ndcg@10']:.4f}" for b in ("hot", "middle", "cold")) if bp else "–")
     if i.get("epochs_run"):
+        sps = i.get("train_user_sequences_per_s") or i["train_sequences_per_s"]
+        per_cpu = sps * i["train_seconds"] / i["train_cpu_seconds"]
+        ucpu = i.get("inference_users_per_cpu_s")
         cells += [f"{i['best_epoch']}/{i['epochs_run']} ({i['stopped'].replace('_', ' ')})",
                   f"{i['train_seconds'] / 60:.0f} min / {i['train_cpu_seconds'] / 60:.0f} min",
-                  f"{i.get('train_user_sequences_per_s') or i['train_sequences_per_s']:,.0f}",
-                  f"{i['inference_users_per_s']:,.0f}"]
+                  f"{sps:,.0f} ({per_cpu:,.0f})",
+                  f"{i['inference_users_per_s']:,.0f}" + (f" ({ucpu:,.0f})" if ucpu else "")]
     else:
         t = r["run"].get("timings", {})
         cells += ["–", f"{t.get('fit_s', 0):.0f} s (fit)", "–", "–"]
@@ -48,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
     runs = [r for d in sorted(Path(args.runs).iterdir()) if d.is_dir() and (r := _load(d))]
     print("| run | R@5 | R@10 | R@20 | N@5 | N@10 | N@20 | MRR@20 | N@10 hot / middle / cold | best/run epochs "
-          "| train wall / CPU | train seq/s | infer users/s |")
+          "| train wall / CPU | train seq/s wall (per CPU-s) | infer users/s wall (per CPU-s) |")
     print("|---|" + "---|" * 12)
     for r in runs:
         print(row(r))

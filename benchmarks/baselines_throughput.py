@@ -9,8 +9,8 @@ Measured in one run, on the same data and threads:
 
     python benchmarks/baselines_throughput.py --data DATA/beauty [--steps 30] [--users 4000] [--threads 1]
 
-Prints a Markdown table; CPU seconds (user+sys of this process) are given beside wall time because the machine
-may be shared.
+Prints a Markdown table. Rates are given per wall second and per CPU second (user+sys of this process): on a
+shared machine the wall-clock rate measures the load, the CPU rate measures the code.
 """
 
 from __future__ import annotations
@@ -114,12 +114,15 @@ def main() -> None:
         bench_infer(g, ex, n, 50, False, True))
 
     print(f"\nthreads={args.threads}, steps={args.steps}, batch 128, {len(ex)} users scored over {n} items\n")
-    print("| model | batching / negatives | train seq/s | train wall s | train CPU s | infer users/s | "
-          "infer wall s | infer CPU s |")
+    print("| model | batching / negatives | train seq/s (wall) | train seq per CPU-s | train wall s / CPU s | "
+          "infer users/s (wall) | infer users per CPU-s | infer wall s / CPU s |")
     print("|---|---|---|---|---|---|---|---|")
     f = lambda x, p=1: "" if x is None else f"{x:,.{p}f}"  # noqa: E731
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {f(r[2], 0)} | {f(r[3])} | {f(r[4])} | {f(r[5], 0)} | {f(r[6])} | {f(r[7])} |")
+    for name, way, tr, tw, tc, ir, iw, ic in rows:
+        tcpu = tr * tw / tc if tr else None
+        icpu = ir * iw / ic if ir else None
+        print(f"| {name} | {way} | {f(tr, 0)} | {f(tcpu, 0)} | {f(tw)} / {f(tc)} | {f(ir, 0)} | {f(icpu, 0)} | "
+              f"{f(iw)} / {f(ic)} |")
 
 
 if __name__ == "__main__":

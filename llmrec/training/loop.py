@@ -351,8 +351,10 @@ def train(model: torch.nn.Module, *, batches: Callable[[int, np.random.Generator
     work = Path(workdir) if workdir is not None else None
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
-    fp = config_fingerprint({"fingerprint": fingerprint, "train": dataclasses.asdict(cfg) | {
-        "progress": None, "threads": None, "eval_batch_size": None}, "seed": seed})
+    # what shapes the training path; budget and stopping options may change between sessions of one run
+    fp = config_fingerprint({"fingerprint": fingerprint, "seed": seed, "train": {
+        k: v for k, v in dataclasses.asdict(cfg).items()
+        if k not in ("epochs", "patience", "max_minutes", "progress", "threads", "eval_batch_size")}})
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -470,9 +472,9 @@ def train(model: torch.nn.Module, *, batches: Callable[[int, np.random.Generator
         tv = time.perf_counter()
         vres = evaluate(model, valid, f"{name} valid (best)")
         tv = time.perf_counter() - tv
-        tt = time.perf_counter()
+        tt, tc = time.perf_counter(), time.process_time()
         tres = evaluate(model, test, f"{name} test (best)")
-        tt = time.perf_counter() - tt
+        tt, tc = time.perf_counter() - tt, time.process_time() - tc
     info = {
         "epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "stopped": stopped,
         f"best_valid_{metric}": state["best"] if state["best_epoch"] else None,
@@ -481,7 +483,10 @@ def train(model: torch.nn.Module, *, batches: Callable[[int, np.random.Generator
         "eval_seconds": round(state["eval_seconds"], 1),
         "train_sequences_per_s": round(state["sequences"] / state["train_seconds"], 1)
         if state["train_seconds"] else None,
+        "train_sequences_per_cpu_s": round(state["sequences"] / state["train_cpu_seconds"], 1)
+        if state["train_cpu_seconds"] else None,
         "inference_users_per_s": round(len(test) / tt, 1) if tt else None,
+        "inference_users_per_cpu_s": round(len(test) / tc, 1) if tc else None,
         "test_eval_seconds": round(tt, 2), "valid_eval_seconds": round(tv, 2),
         "steps": state["step"], "n_parameters": int(n_params), "n_trainable_parameters": int(n_train),
         "torch_threads": torch.get_num_threads(),
