@@ -69,7 +69,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False, default=_json_default)
+        json.dump(obj, f, indent=2, ensure_ascii=False, default=json_default)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -85,7 +85,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise LlmrecError(f"{path}, line {e.lineno}: invalid JSON ({e.msg})") from None
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
     if hasattr(o, "item"):  # numpy / torch scalars
         return o.item()
     if hasattr(o, "tolist"):

@@ -17,10 +17,14 @@ from llmrec.errors import LlmrecError
 # Modules that define ``register(subparsers)``; order = order in ``llmrec --help``.
 _STAGES = (
     "llmrec.data_builders.cli",
+    "llmrec.data_builders.instructions_cli",
     "llmrec.eval.cli",
     "llmrec.models.cli",
     "llmrec.models.lm_cli",
+    "llmrec.tokenizers.cli",
+    "llmrec.training.cli",
     "llmrec.inference.cli",
+    "llmrec.tokenizers.actionpiece.cli",
     "llmrec.quickstart",
 )
 

@@ -61,17 +61,18 @@ def _natural_order(ids: pd.Series) -> np.ndarray:
 
 def iterative_core(inter: pd.DataFrame, user_core: int, item_core: int) -> tuple[pd.DataFrame, int]:
     """Drop users with < user_core and items with < item_core interactions until both hold."""
+    u = pd.factorize(inter["user"])[0]
+    i = pd.factorize(inter["item"])[0]
+    keep = np.ones(len(u), dtype=bool)
     rounds = 0
     while True:
         rounds += 1
-        ucount = inter["user"].map(inter["user"].value_counts())
-        icount = inter["item"].map(inter["item"].value_counts())
-        keep = (ucount >= user_core) & (icount >= item_core)
-        if keep.all():
-            return inter, rounds
-        inter = inter[keep.to_numpy()]
-        if inter.empty:
-            return inter, rounds
+        uc = np.bincount(u[keep], minlength=u.max() + 1 if len(u) else 0)
+        ic = np.bincount(i[keep], minlength=i.max() + 1 if len(i) else 0)
+        ok = keep & (uc[u] >= user_core) & (ic[i] >= item_core)
+        if (ok == keep).all() or not ok.any():
+            return inter[ok], rounds
+        keep = ok
 
 
 def compose_text(items: pd.DataFrame, fields: tuple[str, ...]) -> pd.Series:
@@ -90,8 +91,8 @@ def compose_text(items: pd.DataFrame, fields: tuple[str, ...]) -> pd.Series:
             parts.append(col.where(col == "", label + ": " + col))
     if not parts:
         return pd.Series([""] * len(items), index=items.index)
-    frame = pd.concat(parts, axis=1)
-    return frame.apply(lambda r: ". ".join(x for x in r if x), axis=1)
+    cols = [p.tolist() for p in parts]
+    return pd.Series([". ".join(x for x in row if x) for row in zip(*cols)], index=items.index)
 
 
 def preprocess(inter: pd.DataFrame, items: pd.DataFrame | None, cfg: PreprocessConfig,

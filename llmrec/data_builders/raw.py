@@ -95,7 +95,8 @@ def to_timestamps(values: pd.Series, path: Path, field: str, lines: np.ndarray |
     if parsed.isna().any():
         bad = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         _bad_ts(values, path, field, lines, bad)
-    return (parsed.astype("int64") // 10**9).to_numpy(np.int64)
+    epoch = pd.Timestamp(0, tz="UTC")
+    return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(np.int64)  # resolution-independent
 
 
 def _bad_ts(values, path, field, lines, i):

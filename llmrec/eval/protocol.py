@@ -63,27 +63,7 @@ def evaluate_ranked_lists(targets: Sequence, ranked: Sequence[Sequence], ks=DEFA
     if n == 0:
         raise LlmrecError("no examples to evaluate")
     L = max(ks)
-    mat = np.full((n, L), -1, dtype=np.int64)
-    total = invalid = dups = 0
-    for i, lst in enumerate(ranked):
-        total += len(lst)
-        row = []
-        seen = set()
-        for x in lst:
-            if not _is_item(x) or x < 1 or (n_items is not None and x > n_items):
-                invalid += 1
-                row.append(-1)
-                continue
-            x = int(x)
-            if x in seen:
-                dups += 1
-                continue
-            seen.add(x)
-            row.append(x)
-            if len(row) >= L:
-                break
-        row = row[:L]
-        mat[i, : len(row)] = row
+    mat, total, invalid, dups = _ranked_matrix(ranked, L, n_items)
     multi = any(isinstance(t, (list, tuple, np.ndarray)) for t in targets)
     if multi:
         tsets = [set(int(x) for x in (t if isinstance(t, (list, tuple, np.ndarray)) else [t])) for t in targets]
@@ -106,6 +86,52 @@ def evaluate_ranked_lists(targets: Sequence, ranked: Sequence[Sequence], ks=DEFA
     for k, v in per.items():
         frame[k] = v
     return EvalResult(metrics, frame, mat)
+
+
+def _ranked_matrix(ranked: Sequence[Sequence], L: int, n_items: int | None) -> tuple[np.ndarray, int, int, int]:
+    """Ranked lists -> ``[n, L]`` matrix (``-1`` = empty or invalid slot), vectorised.
+
+    Duplicates are removed keeping the first occurrence (later entries move up); invalid entries keep their
+    slot. Returns the matrix and the counts of entries, invalid entries and dropped duplicates.
+    """
+    n = len(ranked)
+    lengths = np.fromiter((len(r) for r in ranked), np.int64, n)
+    total = int(lengths.sum())
+    flat = None
+    if n and (lengths == lengths[0]).all() and lengths[0]:  # equal lengths: one C-level conversion
+        arr = np.asarray(ranked).reshape(-1)
+    else:
+        flat = [x for r in ranked for x in r]
+        arr = np.asarray(flat) if flat else np.zeros(0, np.int64)
+    if arr.dtype.kind in "iu":
+        vals = arr.astype(np.int64)
+        valid = vals >= 1
+    else:  # mixed types (strings, floats, None...): check entry by entry
+        flat = flat if flat is not None else [x for r in ranked for x in r]
+        valid = np.fromiter((_is_item(x) and x >= 1 for x in flat), bool, total)
+        vals = np.fromiter((int(x) if ok else -1 for x, ok in zip(flat, valid)), np.int64, total)
+    if n_items is not None:
+        valid &= vals <= n_items
+    invalid = int((~valid).sum())
+    width = int(lengths.max()) if n else 0
+    rows = np.repeat(np.arange(n), lengths)
+    cols = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    # invalid entries get distinct negative values so they are never "duplicates" of each other
+    full = np.full((n, max(width, 1)), -1, np.int64)
+    full[rows, cols] = np.where(valid, vals, -2 - cols)
+    order = np.argsort(full, axis=1, kind="stable")
+    srt = np.take_along_axis(full, order, axis=1)
+    dup_sorted = (srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] > 0)
+    dup = np.zeros_like(full, dtype=bool)
+    np.put_along_axis(dup, order[:, 1:], dup_sorted, axis=1)
+    present = np.zeros_like(dup)
+    present[rows, cols] = True
+    keep = present & ~dup
+    newpos = np.cumsum(keep, axis=1) - 1
+    sel = keep & (newpos < L)
+    mat = np.full((n, L), -1, np.int64)
+    mat[np.nonzero(sel)[0], newpos[sel]] = np.maximum(full[sel], -1)
+    return mat, total, invalid, int(dup.sum())
 
 
 def sid_prefix_accuracy(pred: np.ndarray, target: np.ndarray, codes: np.ndarray) -> dict[str, float]:
@@ -138,7 +164,7 @@ def evaluate_scores(score_fn: Callable[[pd.DataFrame], "np.ndarray"], examples: 
     greater = np.empty(n, np.int64)
     equal = np.empty(n, np.int64)
     top = np.zeros((n, keep_topk), np.int64) if keep_topk else None
-    targets_all = examples["target"].to_numpy(np.int64)
+    targets_all = np.array(examples["target"], dtype=np.int64)  # a writable copy
     bar = tqdm(total=n, desc=desc, unit="ex", disable=not progress, leave=False)
     with torch.inference_mode():
         for s in range(0, n, batch_size):
@@ -206,29 +232,32 @@ def read_predictions(path: str | Path) -> tuple[list, list, list]:
     path = Path(path)
     if not path.is_file():
         raise LlmrecError(f"{path}: predictions file not found")
-    users, targets, ranked = [], [], []
+    lines, recs = [], []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                recs.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise LlmrecError(f"{where(path, n)}: malformed JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise LlmrecError(f"{where(path, n)}: expected a JSON object with user, target, ranked")
-            for key in ("target", "ranked"):
-                if key not in rec:
-                    raise LlmrecError(f"{where(path, n, key)}: missing (each line needs user, target, ranked)")
-            if not isinstance(rec["ranked"], list):
-                raise LlmrecError(f"{where(path, n, 'ranked')}: expected a list of item ids, got "
-                                  f"{type(rec['ranked']).__name__}")
-            t = rec["target"]
-            if not (_is_item(t) or (isinstance(t, list) and all(_is_item(x) for x in t))):
-                raise LlmrecError(f"{where(path, n, 'target')}: expected an item id (int) or a list of them, got {t!r}")
-            users.append(rec.get("user", n))
-            targets.append(t)
-            ranked.append(rec["ranked"])
+            lines.append((n, None))
+    users, targets, ranked = [], [], []
+    for (n, _), rec in zip(lines, recs):
+        if not isinstance(rec, dict):
+            raise LlmrecError(f"{where(path, n)}: expected a JSON object with user, target, ranked")
+        for key in ("target", "ranked"):
+            if key not in rec:
+                raise LlmrecError(f"{where(path, n, key)}: missing (each line needs user, target, ranked)")
+        if not isinstance(rec["ranked"], list):
+            raise LlmrecError(f"{where(path, n, 'ranked')}: expected a list of item ids, got "
+                              f"{type(rec['ranked']).__name__}")
+        t = rec["target"]
+        if not (_is_item(t) or (isinstance(t, list) and all(_is_item(x) for x in t))):
+            raise LlmrecError(f"{where(path, n, 'target')}: expected an item id (int) or a list of them, got {t!r}")
+        users.append(rec.get("user", n))
+        targets.append(t)
+        ranked.append(rec["ranked"])
     if not ranked:
         raise LlmrecError(f"{path}: no predictions (empty file)")
     return users, targets, ranked
@@ -239,6 +268,8 @@ def write_predictions(path: str | Path, users: Iterable, targets: Iterable, rank
     """Write the JSONL that ``llmrec eval`` reads (atomic)."""
     import os
     import uuid
+
+    from llmrec.artifacts import json_default
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -251,5 +282,5 @@ def write_predictions(path: str | Path, users: Iterable, targets: Iterable, rank
             rec = {}
             for k, v in zip(cols, row):
                 rec[k] = v.tolist() if hasattr(v, "tolist") else v
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.write(json.dumps(rec, ensure_ascii=False, default=json_default) + "\n")
     os.replace(tmp, path)
