@@ -19,6 +19,8 @@ _STAGES = (
     "llmrec.data_builders.cli",
     "llmrec.eval.cli",
     "llmrec.models.cli",
+    "llmrec.models.lm_cli",
+    "llmrec.inference.cli",
     "llmrec.quickstart",
 )
 

@@ -59,3 +59,17 @@ def qwen3_tokenizer_dir(shared_data) -> Path:
     if not (d / "tokenizer.json").is_file():
         pytest.skip(f"{d}/tokenizer.json not found")
     return d
+
+
+@pytest.fixture(scope="session")
+def lm_tokenizer_dir(tmp_path_factory) -> Path:
+    """A Qwen-style tokenizer folder: the real Qwen3 tokenizer when LLMREC_SHARED_DATA is set, else a byte-level
+    BPE trained locally with the same special tokens and a ChatML template (llmrec.models.tiny)."""
+    p = _shared()
+    if p is not None and (p / "qwen3-tokenizer" / "tokenizer.json").is_file():
+        return p / "qwen3-tokenizer"
+    from llmrec.models.tiny import train_fallback_tokenizer
+
+    out = tmp_path_factory.mktemp("fallback-tokenizer")
+    train_fallback_tokenizer(out=out)
+    return out
