@@ -17,10 +17,13 @@ from llmrec.errors import LlmrecError
 # Modules that define ``register(subparsers)``; order = order in ``llmrec --help``.
 _STAGES = (
     "llmrec.data_builders.cli",
+    "llmrec.data_builders.instructions_cli",
     "llmrec.eval.cli",
     "llmrec.models.cli",
     "llmrec.models.lm_cli",
     "llmrec.inference.cli",
+    "llmrec.tokenizers.cli",
+    "llmrec.training.cli",
     "llmrec.quickstart",
 )
 
