@@ -217,7 +217,7 @@ def train_preference(recipe: dict) -> Path:
     from llmrec.inference.recommend import Recommender
     from llmrec.models.vocab import load_items, sid_vocabulary
     from llmrec.training.callbacks import InterruptCallback, LlmrecFilesCallback
-    from llmrec.training.grpo import _setup, load_policy
+    from llmrec.training.grpo import _engine, _setup, load_policy
     from llmrec.training.sft import peft_config
 
     t0, cpu0 = time.time(), cpu_seconds()
@@ -272,9 +272,9 @@ def train_preference(recipe: dict) -> Path:
                                    callbacks=callbacks)
     if state.is_main_process:
         n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        log.info("%s: %s trainable parameters (%s), %d examples with %d %s negative(s) each, %d process(es) on %s",
-                 method.upper(), f"{n_train:,}", recipe["peft"]["method"], len(train_ds), n_neg, pref["source"],
-                 state.num_processes, "GPU" if on_gpu else "CPU")
+        log.info("%s: %s trainable parameters (%s), %d examples with %d %s negative(s) each, %d process(es) on %s "
+                 "(%s)", method.upper(), f"{n_train:,}", recipe["peft"]["method"], len(train_ds), n_neg,
+                 pref["source"], state.num_processes, "GPU" if on_gpu else "CPU", _engine(trainer))
     resume = resume_arg(recipe)
     result = trainer.train(resume_from_checkpoint=resume)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,8 @@ class SidRollout:
         if acc.num_processes > 1:
             results = gather_object(results)
         table = {g: (items, scores) for g, items, scores in results}
+        log.debug("rollout rank %d: groups %s members %s prompts %s", acc.process_index, group.tolist(),
+                  member.tolist(), [zlib.crc32(t.encode()) % 10_000 for t in texts])
         ids = self._encode(texts)
         comp, ranks, groups, bscore = [], [], [], []
         for i in range(N):
@@ -288,17 +291,27 @@ def load_policy(recipe: dict, on_gpu: bool):
     return model, tok, table, info, model_dir
 
 
+def _engine(trainer) -> str:
+    """How the trainer is distributed, for the log: DeepSpeed ZeRO stage, DDP, or a single process."""
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        cfg = trainer.accelerator.state.deepspeed_plugin.deepspeed_config
+        return f"DeepSpeed ZeRO-{cfg.get('zero_optimization', {}).get('stage', '?')}"
+    return str(trainer.accelerator.distributed_type).split(".")[-1]
+
+
 def _setup(recipe: dict):
     import torch
 
     on_gpu = torch.cuda.is_available()
-    if not on_gpu:
+    # `accelerate launch --use_deepspeed` (or a DEEPSPEED config) also works on CPU (gloo): keep it then
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if not on_gpu and not deepspeed:
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")   # rollout_func is TRL's documented experimental hook
     from accelerate import PartialState
     from transformers import set_seed
 
-    state = PartialState(cpu=not on_gpu)
+    state = PartialState(cpu=not on_gpu and not deepspeed)
     set_seed(int(recipe["seed"]))
     return on_gpu, state
 
@@ -345,8 +358,9 @@ def train_grpo(recipe: dict) -> Path:
     if state.is_main_process:
         n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         log.info("GRPO: %s trainable parameters (%s), %d prompts, groups of %d (%s rollouts), rewards %s, "
-                 "%d process(es) on %s", f"{n_train:,}", recipe["peft"]["method"], len(train_ds), G, ro["mode"],
-                 dict(zip([f.__name__ for f in funcs], weights)), state.num_processes, "GPU" if on_gpu else "CPU")
+                 "%d process(es) on %s (%s)", f"{n_train:,}", recipe["peft"]["method"], len(train_ds), G, ro["mode"],
+                 dict(zip([f.__name__ for f in funcs], weights)), state.num_processes, "GPU" if on_gpu else "CPU",
+                 _engine(trainer))
     resume = resume_arg(recipe)
     result = trainer.train(resume_from_checkpoint=resume)
 
