@@ -223,8 +223,9 @@ def table(work: Path) -> int:
         a = c.get("vllm_vs_hf", {})
         floor = c.get("hf_bf16_vs_fp32", {})
         row("vLLM vs transformers top-10", f"{c['users']} valid users, {c['beams']} beams",
-            f"overlap@{k} {a.get('overlap@k', float('nan')):.4f}, identical {a.get('identical_lists', float('nan')):.3f}"
-            f" (hf bf16 vs fp32: overlap {floor.get('overlap@k', float('nan')):.4f})", "compare")
+            f"overlap@{k} {a.get('overlap@k', float('nan')):.4f}, identical "
+            f"{a.get('identical_lists', float('nan')):.3f} (hf bf16 vs fp32: overlap "
+            f"{floor.get('overlap@k', float('nan')):.4f})", "compare")
         row(f"throughput @{c['beams']} beams", f"users/s, {c.get('gpu', c['device'])}",
             f"hf {c['hf']['users_per_s']}, vllm {c.get('vllm', {}).get('users_per_s')} "
             f"(x{c.get('speedup')}; vLLM start {c.get('vllm', {}).get('startup_s')} s)", "compare")

@@ -24,6 +24,7 @@ _STAGES = (
     "llmrec.inference.cli",
     "llmrec.tokenizers.cli",
     "llmrec.training.cli",
+    "llmrec.training.rl_cli",
     "llmrec.quickstart",
 )
 

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # bitsandbytes (imported by peft/transformers when installed) warns on every CPU import about optional kernels
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         from llmrec.training.rl_common import load_rl_recipe
 

@@ -45,7 +45,7 @@ GRPO_PANELS = [
     ("reward (mean over completions)", ["reward", "rewards/hit/mean", "rewards/rank/mean",
                                         "rewards/semantic/mean", "rewards/collaborative/mean"]),
     ("zero-advantage groups / groups with a hit", ["frac_reward_zero_std", "sid/group_hit_rate"]),
-    ("KL to reference, loss", ["kl", "loss"]),
+    ("KL to the reference (SFT) model", ["kl"]),
 ]
 
 
