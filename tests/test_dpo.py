@@ -50,7 +50,7 @@ def test_multi_negative_collator_layout():
 
 
 @pytest.fixture(scope="module")
-def pref_setup(tmp_path_factory, lm_tokenizer_dir, synthetic_dataset):
+def pref_setup(tmp_path_factory, fallback_tokenizer_dir, synthetic_dataset):
     from llmrec.data_builders import load_dataset
     from llmrec.models.tiny import random_sid_table
     from llmrec.models.vocab import extend_pretrained
@@ -60,7 +60,7 @@ def pref_setup(tmp_path_factory, lm_tokenizer_dir, synthetic_dataset):
     (root / "sid").mkdir()
     table.save(root / "sid")
     model = extend_pretrained("tiny-qwen3", root / "sid", root / "model", init="text", data=synthetic_dataset,
-                              tokenizer=str(lm_tokenizer_dir))
+                              tokenizer=str(fallback_tokenizer_dir))
     return {"root": root, "model": model, "data": synthetic_dataset}
 
 
@@ -70,9 +70,9 @@ def _recipe(s, method, negatives, name):
     return load_rl_recipe({
         "method": method, "output_dir": str(s["root"] / name), "seed": 0,
         "model": {"path": str(s["model"]), "dtype": "float32"},
-        "data": {"dataset": str(s["data"]), "split": "loo", "max_examples": 8},
+        "data": {"dataset": str(s["data"]), "split": "loo", "max_examples": 4},
         "preference": {"negatives": negatives, "source": "beam", "beams": 8},
-        "dpo": {"max_steps": 6, "num_train_epochs": 10, "per_device_train_batch_size": 8, "learning_rate": 2e-3,
+        "dpo": {"max_steps": 4, "num_train_epochs": 10, "per_device_train_batch_size": 4, "learning_rate": 3e-3,
                 "beta": 0.5, "logging_steps": 1, "save_steps": 1000},
         "eval": {"before": False, "at": []}})
 
@@ -105,7 +105,7 @@ def test_preference_steps_move_the_right_way(pref_setup, method, negatives):
     assert (len(ds[0]["rejected_ids"]) == negatives) if method == "sdpo" else isinstance(ds[0]["rejected_ids"][0], int)
     rep = json.loads((final / "train_report.json").read_text())
     logs = [h for h in rep["log_history"] if "loss" in h and "rewards/margins" in h]
-    assert len(logs) == 6
+    assert len(logs) == 4
     first, last = logs[0], logs[-1]
     assert first["loss"] == pytest.approx(math.log(1 + negatives), abs=0.02)   # policy == reference at step 1
     assert last["loss"] < first["loss"] - 0.05

@@ -22,7 +22,7 @@ def _threads():
 
 
 @pytest.fixture(scope="module")
-def rl_setup(tmp_path_factory, lm_tokenizer_dir, synthetic_dataset):
+def rl_setup(tmp_path_factory, fallback_tokenizer_dir, synthetic_dataset):
     """An extended tiny Qwen3 (the real Qwen3 tokenizer when available) + item embeddings for the semantic reward."""
     from llmrec.data_builders import load_dataset
     from llmrec.models.tiny import random_sid_table
@@ -34,7 +34,7 @@ def rl_setup(tmp_path_factory, lm_tokenizer_dir, synthetic_dataset):
     (root / "sid").mkdir()
     table.save(root / "sid")
     model = extend_pretrained("tiny-qwen3", root / "sid", root / "model", init="text", data=synthetic_dataset,
-                              tokenizer=str(lm_tokenizer_dir))
+                              tokenizer=str(fallback_tokenizer_dir))
     emb = np.random.default_rng(0).normal(size=(n + 1, 16)).astype(np.float32)
     (root / "emb").mkdir()
     np.save(root / "emb" / "embeddings.npy", emb)
@@ -154,3 +154,31 @@ def test_grpo_recipe_errors(rl_setup, tmp_path):
         train_grpo(load_rl_recipe({**base, "grpo": {"num_generations": 3}}))
     with pytest.raises(LlmrecError, match="not an llmrec model folder"):
         train_grpo(load_rl_recipe({**base, "model": {"path": str(tmp_path)}}))
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_trl_decoding_keeps_sids_with_the_real_qwen3_tokenizer(qwen3_tokenizer_dir, wrap):
+    """What TRL does to rollout completions (batch_decode with skip_special_tokens=True), with the real Qwen3
+    tokenizer extended by llmrec: the SIDs (and wrappers) survive and the rewards read the right items."""
+    from transformers import AutoTokenizer
+
+    from llmrec.models.tiny import random_sid_table
+    from llmrec.models.vocab import SID_BEGIN, SID_END, LmInfo, add_sid_tokens, sid_vocabulary
+    from llmrec.training.rewards import HitReward, completion_items
+    from llmrec.training.rl_common import end_token_id, item_token_ids
+
+    tok = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_dir))
+    table = random_sid_table(300, (256, 256, 256), seed=0)
+    add_sid_tokens(tok, sid_vocabulary(table, wrap))
+    info = LmInfo(base_model="qwen3", levels=table.levels, codebook_sizes=list(table.codebook_sizes), letters="abcd",
+                  n_items=table.n_items, wrap=wrap, sid_begin=SID_BEGIN if wrap else None,
+                  sid_end=SID_END if wrap else None)
+    ids = item_token_ids(table, info, tok)
+    items = list(range(1, 301, 7))
+    completion_ids = [ids[i] + [end_token_id(tok)] for i in items]          # what SidRollout hands TRL
+    assert tok.convert_ids_to_tokens(completion_ids[0][-1]) == "<|im_end|>"
+    texts = tok.batch_decode(completion_ids, skip_special_tokens=True)        # what TRL hands the rewards
+    assert all(table.item_sid(i) in t for i, t in zip(items, texts))
+    assert all((SID_BEGIN in t) == wrap for t in texts)
+    assert completion_items(texts, table).tolist() == items
+    assert HitReward(table)(completions=texts, target=items) == [1.0] * len(items)

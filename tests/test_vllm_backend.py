@@ -108,7 +108,7 @@ class TransformersEngine:
 
 
 @pytest.fixture(scope="module")
-def sid_model(tmp_path_factory, lm_tokenizer_dir, synthetic_dataset):
+def sid_model(tmp_path_factory, fallback_tokenizer_dir, synthetic_dataset):
     from llmrec.data_builders import load_dataset
     from llmrec.models.tiny import random_sid_table
     from llmrec.models.vocab import extend_pretrained
@@ -118,7 +118,7 @@ def sid_model(tmp_path_factory, lm_tokenizer_dir, synthetic_dataset):
     (root / "sid").mkdir()
     table.save(root / "sid")
     return extend_pretrained("tiny-qwen3", root / "sid", root / "model", init="text", data=synthetic_dataset,
-                             tokenizer=str(lm_tokenizer_dir))
+                             tokenizer=str(fallback_tokenizer_dir))
 
 
 @pytest.fixture(scope="module")
