@@ -21,9 +21,9 @@ _STAGES = (
     "llmrec.eval.cli",
     "llmrec.models.cli",
     "llmrec.models.lm_cli",
-    "llmrec.inference.cli",
     "llmrec.tokenizers.cli",
     "llmrec.training.cli",
+    "llmrec.inference.cli",
     "llmrec.training.rl_cli",
     "llmrec.quickstart",
 )

@@ -1,8 +1,9 @@
 """vLLM backend: trie-constrained beam search on vLLM, with the ranking of the transformers backend.
 
 vLLM has no per-request logits processor callable any more, so the search is llmrec's own
-(:func:`~llmrec.inference.constrained.beam_search`, the loop every backend shares) and vLLM only scores one step
-at a time: :class:`VllmScorer` turns every live beam into one request ``TokensPrompt(prompt_ids + prefix)`` with
+(:func:`~llmrec.inference.constrained.beam_search`, the loop every backend shares, through the inference stage's
+:class:`~llmrec.inference.constrained.PrefixStateScorer`) and vLLM only scores one step at a time:
+:class:`VllmScorer` turns every live beam into one request ``TokensPrompt(prompt_ids + prefix)`` with
 ``max_tokens=1``, ``allowed_token_ids`` = the beam's trie children and ``logprobs`` = how many of them the search can
 use. All beams of all prompts of a batch go to vLLM in one ``llm.generate`` call per step; vLLM schedules them
 and prefix caching (on by default here) reuses the prompt's KV blocks across the steps and across the beams.
@@ -36,7 +37,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from llmrec.errors import LlmrecError
-from llmrec.inference.constrained import NEG_INF, BeamResult, beam_search
+from llmrec.inference.constrained import NEG_INF, BeamResult, PrefixStateScorer, beam_search
 from llmrec.inference.trie import Trie
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ def _logprob_value(x) -> float:
 
 
 class VllmScorer:
-    """:class:`~llmrec.inference.constrained.StepScorer` over an engine with vLLM's ``LLM.generate`` contract.
+    """Scores for :class:`~llmrec.inference.constrained.PrefixStateScorer` from an engine with vLLM's
+    ``LLM.generate`` contract (``PrefixStateScorer`` keeps each live beam's prompt index and prefix; this turns
+    them into requests).
 
     ``llm.generate(prompts, sampling_params, use_tqdm=False[, lora_request=...])`` takes a list of
     ``TokensPrompt`` and an equally long list of ``SamplingParams``, and returns one ``RequestOutput`` per prompt
@@ -77,7 +80,7 @@ class VllmScorer:
             sampling_params = sampling_params or SamplingParams
             tokens_prompt = tokens_prompt or TokensPrompt
         self.llm = llm
-        self.prefix = [list(map(int, p)) for p in prompt_ids]
+        self.prompts = [list(map(int, p)) for p in prompt_ids]
         self.num_beams = int(num_beams)
         self.lora_request = lora_request
         self.make_params = sampling_params
@@ -85,22 +88,19 @@ class VllmScorer:
         self.requests = 0
         self.steps = 0
 
-    def step(self, parents, tokens, cand_rows, cand_tokens):
-        if parents is not None:
-            par, tok = parents.tolist(), tokens.tolist()
-            self.prefix = [self.prefix[p] + [t] for p, t in zip(par, tok)]
+    def __call__(self, prompt_index, prefixes, cand_rows, cand_tokens):
         rows = cand_rows.cpu()
-        toks = cand_tokens.cpu()
-        n_rows = len(self.prefix)
+        n_rows = len(prompt_index)
         counts = torch.bincount(rows, minlength=n_rows).tolist()
-        starts = [0] * n_rows
-        acc = 0
+        starts, acc = [0] * n_rows, 0
         for r, c in enumerate(counts):
             starts[r] = acc
             acc += c
-        toks_l = toks.tolist()
+        toks_l = cand_tokens.cpu().tolist()
+        pidx = prompt_index.cpu().tolist()
+        pre = prefixes.cpu().tolist()
         live = [r for r in range(n_rows) if counts[r]]
-        prompts = [self.make_prompt(prompt_token_ids=self.prefix[r]) for r in live]
+        prompts = [self.make_prompt(prompt_token_ids=self.prompts[pidx[r]] + pre[r]) for r in live]
         params = [self.make_params(max_tokens=1, temperature=0.0, logprobs=min(counts[r], self.num_beams),
                                    allowed_token_ids=toks_l[starts[r]: starts[r] + counts[r]], detokenize=False)
                   for r in live]
@@ -117,8 +117,7 @@ class VllmScorer:
                 raise LlmrecError("vLLM returned no log-probs: the engine needs logprobs enabled "
                                   "(max_logprobs >= num_beams)")
             lp = steps[0]
-            s = starts[r]
-            for j in range(s, s + counts[r]):
+            for j in range(starts[r], starts[r] + counts[r]):
                 v = lp.get(toks_l[j])
                 if v is not None:
                     vals[j] = _logprob_value(v)
@@ -133,12 +132,12 @@ def vllm_beam_search(llm, prompt_ids: Sequence[Sequence[int]], trie: Trie, num_b
 
     Same loop, same trie, same score as :func:`llmrec.inference.hf.constrained_beam_search` (module docstring).
     """
-    scorer = VllmScorer(llm, prompt_ids, num_beams, lora_request=lora_request, sampling_params=sampling_params,
+    scores = VllmScorer(llm, prompt_ids, num_beams, lora_request=lora_request, sampling_params=sampling_params,
                         tokens_prompt=tokens_prompt)
     # vLLM's processed log-probs are already log_softmax over the allowed tokens: no renormalisation (it would
     # also be wrong, since only each beam's best num_beams children are returned).
-    return beam_search(scorer, trie.to("cpu"), len(scorer.prefix), num_beams=num_beams, k=k, renormalize=False,
-                       device="cpu")
+    return beam_search(PrefixStateScorer(len(scores.prompts), scores), trie.to("cpu"), len(scores.prompts),
+                       num_beams=num_beams, k=k, renormalize=False, device="cpu")
 
 
 def check_lora_adapter(path: str | os.PathLike) -> dict:

@@ -270,6 +270,8 @@ def peft_config(recipe: dict, sid_token_ids: list[int], tied: bool):
 
     kw = dict(r=int(p["r"]), lora_alpha=int(p["alpha"]), lora_dropout=float(p["dropout"]),
               target_modules=p["target_modules"], task_type="CAUSAL_LM")
+    if tied and p["train_embeddings"] == "full":  # keep input and output embeddings one matrix
+        kw["ensure_weight_tying"] = True
     if p["train_embeddings"] == "full":
         kw["modules_to_save"] = ["embed_tokens", "lm_head"]
     elif p["train_embeddings"] == "sid_rows":
@@ -399,6 +401,7 @@ def train(recipe: dict) -> Path:
         callbacks.append(InterruptCallback(int(recipe["interrupt_after_step"])))
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tok, peft_config=peft_config(recipe, sid_ids, tied), callbacks=callbacks)
+    _patch_trainable_tokens_head(trainer.model)
     if state.is_main_process:
         n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in trainer.model.parameters())
@@ -423,6 +426,15 @@ def train(recipe: dict) -> Path:
         log.info("final model -> %s", final)
     state.wait_for_everyone()
     return final
+
+
+def _patch_trainable_tokens_head(model) -> None:
+    """TRL's fused LM head reads ``lm_head.bias``; PEFT's TrainableTokensWrapper (``train_embeddings: sid_rows`` on
+    a tied model) only forwards ``weight`` (the merged rows). Give the wrapper the base layer's bias."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and type(head).__name__ == "TrainableTokensWrapper":
+        base = head.original_module if hasattr(head, "original_module") else None
+        object.__setattr__(head, "bias", getattr(base, "bias", None))
 
 
 def save_final(trainer, model0: Path, final: Path, recipe: dict, prompt: dict) -> None:
