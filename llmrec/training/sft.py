@@ -359,6 +359,10 @@ def train(recipe: dict) -> Path:
     on_gpu = _cuda()
     if not on_gpu:
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")  # before any Accelerator state: gloo, not NCCL
+        if recipe.get("cpu_threads"):
+            import torch
+
+            torch.set_num_threads(int(recipe["cpu_threads"]))
     from accelerate import PartialState
     from transformers import set_seed
     from trl import SFTTrainer
