@@ -40,7 +40,7 @@ from llmrec.errors import LlmrecError
 
 SECTIONS: dict[str, dict[str, Any]] = {
     "data": {"dataset": None, "split": "loo", "instructions": None, "build": None, "max_length": 1024,
-             "num_proc": None},
+             "num_proc": None, "cpu_compact_head": True},
     "model": {"base": None, "config": None, "tokenizer": None, "dtype": "auto", "attn_implementation": None,
               "trust_remote_code": False, "tokenizer_vocab_size": 4096},
     "vocab": {"init": "mean", "wrap": False, "pad_to_multiple_of": 64},

@@ -406,6 +406,8 @@ def train(recipe: dict) -> Path:
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tok, peft_config=peft_config(recipe, sid_ids, tied), callbacks=callbacks)
     _patch_trainable_tokens_head(trainer.model)
+    if not on_gpu and recipe["data"].get("cpu_compact_head", True):
+        score_completion_only_on_cpu()
     if state.is_main_process:
         n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in trainer.model.parameters())
@@ -430,6 +432,29 @@ def train(recipe: dict) -> Path:
         log.info("final model -> %s", final)
     state.wait_for_everyone()
     return final
+
+
+def score_completion_only_on_cpu() -> None:
+    """Make TRL's fused LM head score only the loss positions on CPU too.
+
+    TRL 1.16 projects only the positions with a label onto the vocabulary on Triton devices, but every position
+    elsewhere (to keep tile shapes fixed for compilers such as Neuron). On CPU nothing recompiles, and instruction
+    examples have ~5 answer tokens in ~100, so scoring every position wastes most of the LM-head work (nearly all of
+    it with a 151k Qwen vocabulary). The loss and gradients are identical (checked in tests/test_training.py).
+    """
+    try:
+        import trl.trainer.utils as tu
+    except ImportError:
+        return
+    orig = getattr(tu, "_use_triton", None)
+    if orig is None or getattr(orig, "_llmrec_cpu_compact", False):
+        return
+
+    def use_compact(device):
+        return device.type == "cpu" or orig(device)
+
+    use_compact._llmrec_cpu_compact = True
+    tu._use_triton = use_compact
 
 
 def _patch_trainable_tokens_head(model) -> None:
