@@ -202,3 +202,36 @@ def test_recipes_parse_and_name_their_parts():
     for cfg in (ACCEL).glob("*.yaml"):
         import yaml
         assert yaml.safe_load(cfg.read_text())["distributed_type"], cfg
+
+
+def test_cpu_compact_head_gives_identical_loss_and_gradients():
+    """The CPU patch of TRL's fused LM head (score answer positions only) changes cost, not results."""
+    import torch
+    import trl.trainer.utils as tu
+
+    from llmrec.models.tiny import tiny_qwen3
+    from llmrec.training.sft import score_completion_only_on_cpu
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 300, (3, 40))
+    labels = torch.full_like(ids, -100)
+    labels[:, 33:] = ids[:, 33:]                                    # a short answer at the end, as in SFT data
+    labels[2, 20:] = -100                                           # and a row whose answer was padded away
+    results = []
+    orig = tu._use_triton
+    try:
+        for compact in (False, True):
+            tu._use_triton = orig
+            if compact:
+                score_completion_only_on_cpu()
+                assert tu._use_triton(torch.device("cpu"))
+            model = tiny_qwen3(300, hidden_size=32, num_heads=2, num_kv_heads=1, seed=0).train()
+            tu.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+            out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+            out.loss.backward()
+            results.append((out.loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    finally:
+        tu._use_triton = orig
+    (l0, g0), (l1, g1) = results
+    assert torch.allclose(l0, l1, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1))
