@@ -92,6 +92,12 @@ def test_accelerate_launch_tiny_cpu_one_and_two_processes_and_resume(tiny_inputs
     assert (ref / "checkpoint-3" / "llmrec.json").is_file()          # every checkpoint loads on its own
     rec = Recommender.from_pretrained(ref / "final", device="cpu")
     assert rec.prompt_cfg["system"] is None and rec.prompt_cfg["max_history"] == 10  # from the instruction data
+    # the prompt inference builds for a history is byte-identical to the one the model was trained on
+    from llmrec.data_builders.instructions import load_instructions
+    from llmrec.data_builders.prompts import prompt_text
+    dd, _ = load_instructions(tiny_inputs["instr"])
+    ex = next(x for x in dd["train"] if x["task"] == "seqrec" and len(x["history"]) > 2)
+    assert rec.history_prompt(ex["history"]) == prompt_text(rec.tokenizer, ex["messages"])
     out = rec.recommend([[1, 2, 3], [5]], k=5, num_beams=5)
     assert all(len(r.items) == 5 and len(set(r.items)) == 5 for r in out)
     assert all(1 <= i <= rec.sid_table.n_items for r in out for i in r.items)
