@@ -144,12 +144,13 @@ def test_lora_sid_rows_and_qlora_train_in_process(tiny_inputs, tmp_path):
     from llmrec.models.vocab import load_extended
     from llmrec.training.sft import train
 
-    base = _overrides(tiny_inputs, tmp_path / "lora", **{"sft.max_steps": 2, "eval.at": "[]"})
+    base = _overrides(tiny_inputs, tmp_path / "lora", **{"sft.max_steps": 2, "eval.users": 8})
     final = train(load_recipe(RECIPE, base + ["peft.method=lora", "peft.train_embeddings=sid_rows",
                                               "sft.learning_rate=0.01"]))
     model, tok, table, _ = load_extended(final, device="cpu")
     assert type(model).__name__ == "Qwen3ForCausalLM"                   # merged: a plain model folder
     assert (final / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "lora" / "eval" / "step-2.json").is_file()     # evaluation of a PEFT-wrapped model
     a = load_file(str(tmp_path / "lora" / "model0" / "model.safetensors"))["model.embed_tokens.weight"]
     b = load_file(str(final / "model.safetensors"))["model.embed_tokens.weight"]
     sid = tok.convert_tokens_to_ids(table.vocabulary())
@@ -159,10 +160,12 @@ def test_lora_sid_rows_and_qlora_train_in_process(tiny_inputs, tmp_path):
 
     pytest.importorskip("bitsandbytes")
     q = tmp_path / "qlora"
-    final = train(load_recipe(RECIPE, _overrides(tiny_inputs, q, **{"sft.max_steps": 2, "eval.at": "[]"})
+    final = train(load_recipe(RECIPE, _overrides(tiny_inputs, q, **{"sft.max_steps": 2, "eval.users": 8})
                               + ["peft.method=qlora"]))
     model, *_ = load_extended(final, device="cpu")
     assert model.dtype.is_floating_point and _report(q)["global_step"] == 2
+    # constrained-beam evaluation ran on the 4-bit model with its bf16 adapter (mixed dtypes)
+    assert json.loads((q / "eval" / "step-2.json").read_text())["invalid_rate"] == 0.0
 
 
 def test_recipe_validation(tmp_path, monkeypatch):
