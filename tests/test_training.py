@@ -244,3 +244,23 @@ def test_cpu_compact_head_gives_identical_loss_and_gradients():
     (l0, g0), (l1, g1) = results
     assert torch.allclose(l0, l1, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1))
+
+
+def test_special_sid_tokens_are_refused():
+    from llmrec.models.tiny import random_sid_table, train_fallback_tokenizer
+    from llmrec.models.vocab import LmInfo
+    from llmrec.training.sft import check_sids_survive_decoding
+
+    table = random_sid_table(20, sizes=(4, 4), seed=0)
+    info = LmInfo(base_model="x", levels=table.levels, codebook_sizes=table.codebook_sizes, letters="abc",
+                  n_items=20)
+    good = train_fallback_tokenizer(["a few words"], vocab_size=300)
+    good.add_tokens(table.vocabulary(), special_tokens=False)
+    check_sids_survive_decoding(good, table, info)
+    bad = train_fallback_tokenizer(["a few words"], vocab_size=300)
+    bad.add_tokens(table.vocabulary(), special_tokens=True)
+    with pytest.raises(LlmrecError, match="special tokens"):
+        check_sids_survive_decoding(bad, table, info)
+    plain = train_fallback_tokenizer(["a few words"], vocab_size=300)
+    with pytest.raises(LlmrecError, match="splits SID"):
+        check_sids_survive_decoding(plain, table, info)

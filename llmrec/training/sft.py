@@ -328,6 +328,20 @@ def _resume_arg(recipe: dict):
     return str(r)
 
 
+def check_sids_survive_decoding(tokenizer, table, info) -> None:
+    """TRL (and most generation code) decodes with ``skip_special_tokens=True``: SID tokens registered as *special*
+    tokens vanish there (GRPO rewards silently become 0). Refuse such a tokenizer before training on it."""
+    sid = info.item_text(table, 1)
+    ids = tokenizer(sid, add_special_tokens=False)["input_ids"]
+    if len(ids) != len(info.item_tokens(table, 1)):
+        raise LlmrecError(f"the tokenizer splits SID {sid!r} into {len(ids)} tokens; extend the model with "
+                          "`llmrec model extend` (one token per SID code)")
+    if tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") != sid:
+        raise LlmrecError(f"SID tokens are special tokens in this tokenizer: {sid!r} disappears when decoded with "
+                          "skip_special_tokens=True (as TRL does); re-extend the model with llmrec, which adds them "
+                          "as normal tokens")
+
+
 def prompt_settings(manifest: dict) -> dict:
     """``llmrec.json`` ``prompt`` for a model trained on the instruction data described by ``manifest``."""
     from llmrec.data_builders.prompts import SYSTEM_PROMPT
@@ -395,6 +409,7 @@ def train(recipe: dict) -> Path:
     from llmrec.models.vocab import sid_vocabulary
 
     sid_ids = tok.convert_tokens_to_ids(sid_vocabulary(table, info.wrap))
+    check_sids_survive_decoding(tok, table, info)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     args = sft_config(recipe, on_gpu, has_eval)
     callbacks = [LlmrecFilesCallback(model0, prompt)]
