@@ -135,6 +135,8 @@ def test_trie_rejects_duplicates_and_prefixes():
         Trie.from_sequences([[5, 6], [5, 7], [5, 6]])
     with pytest.raises(LlmrecError, match="prefix"):
         Trie.from_sequences([[5, 6, 7], [5, 6]])
+    with pytest.raises(LlmrecError, match="unique"):
+        Trie.from_sequences([[5, 6], [5, 7]], items=[3, 3])
     t = Trie.from_sequences([[5, 6, 7], [5, 6]], end_token=1)      # an end token makes them prefix-free
     assert t.n_items == 2 and t.max_depth == 4
 
@@ -237,7 +239,95 @@ def test_constrained_search_properties(seed, kind, variable, n_items, k, extra_b
             assert_same_ranking(r2.ranked()[b], r2.score_lists()[b], res.ranked()[b], res.score_lists()[b])
 
 
+def test_stateless_backend_interface_gives_the_same_ranking():
+    """A backend that only scores (prompt, prefix) states — the shape of a vLLM backend — through
+    PrefixStateScorer ranks exactly like the KV-cached HF backend."""
+    from llmrec.inference.constrained import PrefixStateScorer
+
+    rng = np.random.default_rng(3)
+    seqs = random_catalog(rng, 48, variable=False, n_items=40)
+    trie = Trie.from_sequences(seqs)
+    model = tiny_model("qwen3", 48, 1, 0.5)
+    prompts = [list(rng.integers(2, 48, n)) for n in (2, 5, 3)]
+    calls = []
+
+    def score_fn(prompt_index, prefixes, cand_rows, cand_tokens):
+        calls.append(len(prefixes))
+        rows = [prompts[int(p)] + prefixes[r].tolist() for r, p in enumerate(prompt_index)]
+        L = max(map(len, rows))
+        ids = torch.tensor([[0] * (L - len(x)) + x for x in rows])
+        mask = (ids != 0).long()               # real tokens are >= 2; 0 is left padding
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():                  # no cache: every state recomputed from scratch, like a server
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+        return logits[cand_rows, cand_tokens]
+
+    res = beam_search(PrefixStateScorer(len(prompts), score_fn), trie, len(prompts), num_beams=6, k=4)
+    L = max(map(len, prompts))
+    ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
+    mask = (torch.arange(L)[None] >= torch.tensor([L - len(p) for p in prompts])[:, None]).long()
+    ref = constrained_beam_search(model, ids, trie, mask, num_beams=6, k=4)
+    for b in range(len(prompts)):
+        assert_same_ranking(res.ranked()[b], res.score_lists()[b], ref.ranked()[b], ref.score_lists()[b])
+    assert calls[0] == len(prompts) and len(calls) == trie.max_depth
+
+
+def test_processor_under_sampling_gives_valid_items_then_eos():
+    """TRL-style rollouts: sampling (with top-k/top-p/temperature) under the processor, max_new_tokens past the
+    SID depth: every sample is a catalog item followed by eos."""
+    from transformers import GenerationConfig
+
+    rng = np.random.default_rng(5)
+    seqs = random_catalog(rng, 48, variable=True, n_items=25)
+    trie = Trie.from_sequences([s[:-1] for s in seqs], end_token=1)
+    model = tiny_model("qwen3", 48, 2, 0.5)
+    ids = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10]])
+    mask = (ids != 0).long()
+    proc = TrieLogitsProcessor(trie, prompt_len=ids.shape[1], end_token_id=1)
+    cfg = GenerationConfig(do_sample=True, top_k=3, top_p=0.9, temperature=0.7, max_new_tokens=trie.max_depth + 3,
+                           num_return_sequences=16, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg, logits_processor=[proc])
+    gen = out[:, ids.shape[1]:]
+    items = trie.items_of(gen)
+    assert (items >= 1).all()
+    for row, it in zip(gen.tolist(), items.tolist()):
+        n = len(trie.sequence_of(it))
+        assert row[:n] == trie.sequence_of(it) and all(t in (0, 1) for t in row[n:])
+    assert len(set(items.tolist())) > 1                          # it samples, not a single forced answer
+
+
 def test_beam_search_needs_enough_beams():
     trie = Trie.from_sequences([[2, 3], [2, 4]])
     with pytest.raises(LlmrecError, match="num_beams >= k"):
         beam_search(None, trie, 1, num_beams=2, k=3)
+
+
+def test_sid_trie_on_beauty_letter_sids(beauty_dir, lm_tokenizer_dir):
+    """Real SIDs: the LETTER index of Amazon Beauty (12,101 items, 4 x 256). It ships colliding SIDs: the trie
+    refuses them by name instead of silently mapping two items to one leaf."""
+    import pandas as pd
+
+    from llmrec.inference.trie import sid_trie
+    from llmrec.models.tiny import load_lm_tokenizer
+    from llmrec.models.vocab import add_sid_tokens, sid_vocabulary
+    from llmrec.tokenizers import SidTable
+
+    df = pd.read_csv(beauty_dir / "beauty_items.csv", keep_default_na=False)
+    idx = beauty_dir / "raw" / "letter" / "Beauty.index.json"
+    table = SidTable.from_index_json(idx, offset=-1) if idx.is_file() else None
+    if table is None:
+        pytest.skip(f"{idx} not found")
+    assert table.n_items == len(df) == 12101
+    tok = load_lm_tokenizer(lm_tokenizer_dir)
+    add_sid_tokens(tok, sid_vocabulary(table))
+    with pytest.raises(LlmrecError, match="same token sequence"):
+        sid_trie(table, tok)
+    first = {}
+    for i in range(1, table.n_items + 1):
+        first.setdefault(tuple(table.codes[i]), i)
+    keep = sorted(first.values())
+    trie = sid_trie(table, tok, items=keep)
+    assert trie.n_items == len(keep) > 12000 and trie.max_depth == 4
+    for item in (keep[0], keep[len(keep) // 2], keep[-1]):
+        assert trie.sequence_of(item) == tok.convert_tokens_to_ids(table.item_tokens(item))

@@ -200,3 +200,22 @@ def test_cli_extend(lm_tokenizer_dir, synthetic_dataset, tmp_path):
     assert model.get_input_embeddings().weight.shape[0] % 64 == 0
     assert main(["model", "extend", "--base", "tiny-qwen3", "--sids", str(tmp_path / "sid"), "--out",
                  str(tmp_path / "m2"), "--init", "text"]) == 2          # text init without --data: clear error
+
+
+def test_load_codebooks_layouts(tmp_path):
+    from safetensors.numpy import save_file
+
+    from llmrec.models.vocab import load_codebooks
+
+    a, b = np.ones((4, 3), np.float32), np.zeros((5, 3), np.float32)
+    save_file({"codebook.0": a, "codebook.1": b, "scales": np.ones(2, np.float32),
+               "encoder.w": np.ones((2, 2), np.float32)}, str(tmp_path / "codebooks.safetensors"))
+    books = load_codebooks(tmp_path)                      # the layout `llmrec sid build` writes
+    assert len(books) == 2 and np.array_equal(books[0], a) and np.array_equal(books[1], b)
+    save_file({"codebooks": np.stack([a, a])}, str(tmp_path / "codebooks.safetensors"))
+    assert len(load_codebooks(tmp_path)) == 2
+    save_file({"weights": a}, str(tmp_path / "codebooks.safetensors"))
+    with pytest.raises(LlmrecError, match="codebook.0"):
+        load_codebooks(tmp_path)
+    with pytest.raises(LlmrecError, match="not found"):
+        load_codebooks(tmp_path / "nope")

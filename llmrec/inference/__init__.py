@@ -3,7 +3,7 @@
 Public API (imported lazily, so ``import llmrec.inference`` does not load torch)::
 
     Trie, sid_trie                               llmrec.inference.trie
-    TrieLogitsProcessor, beam_search, StepScorer, BeamResult, segment_log_softmax
+    TrieLogitsProcessor, beam_search, StepScorer, PrefixStateScorer, BeamResult, segment_log_softmax
                                                  llmrec.inference.constrained
     constrained_beam_search, generate_constrained, beam_generation_config, clean_generation_defaults
                                                  llmrec.inference.hf
@@ -17,7 +17,7 @@ import importlib
 _EXPORTS = {
     "Trie": "trie", "sid_trie": "trie",
     "TrieLogitsProcessor": "constrained", "beam_search": "constrained", "StepScorer": "constrained",
-    "BeamResult": "constrained", "segment_log_softmax": "constrained",
+    "BeamResult": "constrained", "segment_log_softmax": "constrained", "PrefixStateScorer": "constrained",
     "constrained_beam_search": "hf", "generate_constrained": "hf", "beam_generation_config": "hf",
     "clean_generation_defaults": "hf",
     "Recommender": "recommend", "Recommendation": "recommend", "recommend_file": "recommend",

@@ -88,12 +88,17 @@ class TrieLogitsProcessor:
     which gives HF's convention of scores; raw logits in greedy/sampling, whose softmax then runs over the
     allowed tokens).
 
+    ``inplace=True`` writes the mask into the incoming tensor instead of a new one (saves allocating a
+    [rows, vocab] tensor per step). Safe in HF beam search, which passes a fresh log-softmax; not in greedy or
+    sampling with ``output_logits=True``, where HF keeps a reference to the tensor it passes in.
+
     ``timer`` accumulates the seconds spent inside the processor (for benchmarks).
     """
 
     def __init__(self, trie: Trie, prompt_len: int | None = None, renormalize: bool = True,
-                 end_token_id: int | None = None, fixed_prompt_len: bool | None = None):
+                 end_token_id: int | None = None, fixed_prompt_len: bool | None = None, inplace: bool = False):
         self.trie = trie
+        self.inplace = inplace
         self.renormalize = renormalize
         self.end_token_id = end_token_id
         self.prompt_len = prompt_len
@@ -137,7 +142,10 @@ class TrieLogitsProcessor:
         vals = scores[rows, toks].float()
         if self.renormalize:
             vals = segment_log_softmax(vals, rows, R)
-        out = torch.full_like(scores, NEG_INF)
+        if self.inplace:                        # one write pass over [rows, vocab], no new allocation
+            out = scores.fill_(NEG_INF)
+        else:
+            out = torch.full_like(scores, NEG_INF)
         out[rows, toks] = vals.to(out.dtype)
         stuck = node < 0                        # complete items (done) and invalid prefixes
         if self.end_token_id is not None and bool(stuck.any()):
@@ -165,6 +173,30 @@ class StepScorer(Protocol):
              cand_tokens: torch.Tensor) -> torch.Tensor: ...
 
 
+class PrefixStateScorer:
+    """Adapter from :class:`StepScorer` to stateless backends such as vLLM.
+
+    It keeps, for every live row, the prompt it belongs to and the generated prefix, and asks
+    ``score_fn(prompt_index [R], prefixes [R, t], cand_rows, cand_tokens)`` for the candidates' scores. A vLLM
+    backend implements ``score_fn`` with one ``max_tokens=1`` request per row (``TokensPrompt(prompt + prefix)``,
+    ``allowed_token_ids`` = that row's candidates, prefix caching on).
+    """
+
+    def __init__(self, n_prompts: int, score_fn):
+        self.n_prompts = n_prompts
+        self.score_fn = score_fn
+        self.prompt_index = self.prefixes = None
+
+    def step(self, parents, tokens, cand_rows, cand_tokens):
+        if parents is None:
+            self.prompt_index = torch.arange(self.n_prompts, device=cand_rows.device)
+            self.prefixes = torch.zeros((self.n_prompts, 0), dtype=torch.long, device=cand_rows.device)
+        else:
+            self.prompt_index = self.prompt_index[parents]
+            self.prefixes = torch.cat([self.prefixes[parents], tokens[:, None]], 1)
+        return self.score_fn(self.prompt_index, self.prefixes, cand_rows, cand_tokens)
+
+
 @dataclass
 class BeamResult:
     """Top-K items per prompt. ``items[b, j]`` is the j-th best item of prompt ``b`` (-1 where fewer than K
@@ -173,6 +205,7 @@ class BeamResult:
     items: torch.Tensor
     scores: torch.Tensor
     steps: int = 0
+    timings: dict | None = None   # seconds: total, model (backend steps), search (trie + selection)
 
     def ranked(self) -> list[list[int]]:
         return [[int(i) for i in row if i >= 0] for row in self.items.tolist()]
@@ -216,11 +249,15 @@ def beam_search(scorer: StepScorer, trie: Trie, n_prompts: int, num_beams: int, 
     pool_s = torch.zeros(0, device=device)
     pool_i = torch.zeros(0, dtype=torch.long, device=device)
     steps = 0
+    t_model = 0.0
+    t_start = time.perf_counter()
     for _ in range(trie.max_depth):
         rows, toks, child = trie.children(nodes)
         if len(rows) == 0:
             break
+        t0 = time.perf_counter()
         vals = scorer.step(parents, tokens, rows, toks).to(device).float()
+        t_model += time.perf_counter() - t0
         steps += 1
         logp = segment_log_softmax(vals, rows, len(nodes)) if renormalize else vals
         cand = score[rows] + logp
@@ -246,4 +283,6 @@ def beam_search(scorer: StepScorer, trie: Trie, n_prompts: int, num_beams: int, 
                 break
     res = _pack(pool_g, pool_s, pool_i, n_prompts, k, device)
     res.steps = steps
+    total = time.perf_counter() - t_start
+    res.timings = {"total": total, "model": t_model, "search": total - t_model}
     return res

@@ -252,7 +252,7 @@ def generate_constrained(model, input_ids: torch.Tensor, trie: Trie, attention_m
     if prefix_allowed_tokens_fn is None:
         procs.append(processor if processor is not None else
                      TrieLogitsProcessor(trie, prompt_len=prompt_len, renormalize=renormalize,
-                                         end_token_id=end_token_id))
+                                         end_token_id=end_token_id, inplace=num_beams > 1))
     cfg = beam_generation_config(num_beams, trie.max_depth, num_beams, pad_token_id=pad, eos_token_id=end_token_id,
                                  decoder_start_token_id=decoder_start_token_id)
     cfg.output_scores = with_scores

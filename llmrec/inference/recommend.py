@@ -116,7 +116,7 @@ class Recommender:
 
     def history_prompt(self, history: Sequence[int]) -> str:
         """The exact prompt string for a history (task ``prompt.task``, template ``prompt.template``)."""
-        from llmrec.data_builders.prompts import prompt_text, render_messages
+        from llmrec.data_builders.prompts import prompt_text
 
         history = self._check_items(history, "history")
         msgs = self._render(self.prompt_cfg["task"], int(self.prompt_cfg.get("template", 0)),

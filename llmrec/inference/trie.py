@@ -62,6 +62,8 @@ class Trie:
         items = np.arange(1, n + 1, dtype=np.int64) if items is None else np.asarray(items, dtype=np.int64)
         if len(items) != n:
             raise LlmrecError(f"{len(items)} item ids for {n} sequences")
+        if (items < 0).any() or len(np.unique(items)) != n:
+            raise LlmrecError("item ids must be unique and >= 0")
         valid = tok != pad
         lengths = valid.sum(1)
         if (lengths == 0).any():

@@ -175,9 +175,13 @@ def _rescale(rows, mu, ref_norm: float):
 def load_codebooks(sid_dir: str | Path) -> list:
     """Per-level codebook matrices from ``SID_DIR/codebooks.safetensors``.
 
-    Accepted layouts: tensors named ``level_0``, ``level_1``, ... (``[K_l, d]`` each; missing levels have no
-    codebook) or one ``codebooks`` tensor ``[L, K, d]``. Returns a list with one entry per stored level.
+    Accepted layouts: tensors named ``codebook.0``, ``codebook.1``, ... (what ``llmrec sid build`` writes; also
+    ``level_0`` / ``codebook_0``), ``[K_l, d]`` each (levels without one, e.g. a disambiguation digit, have no
+    codebook), or one ``codebooks`` tensor ``[L, K, d]``. Other tensors (encoder weights, scales) are ignored.
+    Returns a list with one entry per level up to the last stored one (``None`` where missing).
     """
+    import re
+
     from safetensors.numpy import load_file
 
     path = Path(sid_dir) / "codebooks.safetensors"
@@ -190,10 +194,11 @@ def load_codebooks(sid_dir: str | Path) -> list:
         if arr.ndim != 3:
             raise LlmrecError(f"{path}: 'codebooks' must be [levels, K, d], got shape {arr.shape}")
         return [arr[l] for l in range(arr.shape[0])]
-    levels = sorted((int(k.split("_")[-1]), v) for k, v in tensors.items()
-                    if k.split("_")[-1].isdigit() and k.rsplit("_", 1)[0] in ("level", "codebook", "codebooks"))
+    pat = re.compile(r"(?:level|codebook|codebooks)[._](\d+)")
+    levels = sorted((int(m.group(1)), v) for k, v in tensors.items() if (m := pat.fullmatch(k)))
     if not levels:
-        raise LlmrecError(f"{path}: expected tensors level_0, level_1, ... or 'codebooks'; got {sorted(tensors)}")
+        raise LlmrecError(f"{path}: expected tensors codebook.0, codebook.1, ... or 'codebooks'; "
+                          f"got {sorted(tensors)[:8]}")
     out: list = [None] * (levels[-1][0] + 1)
     for l, v in levels:
         if v.ndim != 2:
@@ -317,6 +322,8 @@ def extend_model(model, tokenizer, sid_table: SidTable, wrap: bool = False, init
     for cfg in (model.config, model.generation_config):
         if getattr(cfg, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
             cfg.pad_token_id = tokenizer.pad_token_id
+    log.info("added %d SID tokens (%d new ids), embedding rows %d -> %d, init %s", len(tokens), n_after - n_before,
+             rows_before, rows, init)
     base = base_model or getattr(model.config, "_name_or_path", "") or getattr(tokenizer, "name_or_path", "")
     return LmInfo(base_model=str(base), levels=sid_table.levels, codebook_sizes=list(sid_table.codebook_sizes),
                   letters=sid_table.letters[: sid_table.levels], n_items=sid_table.n_items, wrap=wrap,
