@@ -293,8 +293,8 @@ def sft_config(recipe: dict, on_gpu: bool, has_eval: bool):
           "save_total_limit": 3, "per_device_train_batch_size": 16, "learning_rate": 2e-4,
           "lr_scheduler_type": "cosine", "warmup_steps": 0.03, "num_train_epochs": 1,
           "gradient_checkpointing": False, "dataloader_num_workers": 0, "ddp_find_unused_parameters": False}
+    kw["completion_only_loss"] = True  # the answer only; false also trains on the prompt (e.g. the history SIDs)
     kw.update(recipe["sft"])
-    kw["completion_only_loss"] = True
     kw["max_length"] = recipe["data"]["max_length"]
     kw.setdefault("eval_strategy", "no")
     if not has_eval:
