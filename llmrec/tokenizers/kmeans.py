@@ -85,8 +85,33 @@ def cluster_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray,
     return sums, counts
 
 
+def _has_fast_bf16() -> bool:
+    """Native bf16 dot products on this CPU (AVX512-BF16 / AMX)? Then torch bf16 GEMMs run ~3x faster than
+    fp32 ones; elsewhere they are emulated and slower, so we stay in fp32."""
+    global _BF16
+    if _BF16 is None:
+        _BF16 = False
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = f.read(1 << 16)
+            _BF16 = ("avx512_bf16" in flags or "amx_bf16" in flags)
+            import torch  # noqa: F401
+        except Exception:
+            _BF16 = False
+    return _BF16
+
+
+_BF16: bool | None = None
+
+
 def kmeans_plusplus(x: np.ndarray, k: int, rng: np.random.Generator, n_trials: int | None = None) -> np.ndarray:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii; scikit-learn's ``2 + log k`` local trials)."""
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii; scikit-learn's ``2 + log k`` local trials).
+
+    Each step scores ``n_trials`` D^2-sampled candidates against every point: a skinny GEMM that one BLAS
+    thread does faster than two, and that runs in bf16 where the CPU has native bf16 (seeding only needs
+    approximate distances; Lloyd then works in fp32)."""
+    from threadpoolctl import threadpool_limits
+
     n = len(x)
     if k >= n:
         raise ValueError("k-means++ needs more points than clusters")
@@ -97,23 +122,40 @@ def kmeans_plusplus(x: np.ndarray, k: int, rng: np.random.Generator, n_trials: i
     centers[0] = x[first]
     closest = np.maximum(xn + xn[first] - 2.0 * (x @ x[first]), 0)
     pot = float(closest.sum())
-    for i in range(1, k):
-        if pot <= 0:  # fewer distinct points than k: duplicate the rest (Lloyd will leave them empty)
-            centers[i:] = x[rng.integers(n, size=k - i)]
-            break
-        cum = np.cumsum(closest, dtype=np.float64)
-        cand = np.searchsorted(cum, rng.random(n_trials) * cum[-1])
-        np.minimum(cand, n - 1, out=cand)
-        d = x[cand] @ x.T
-        d *= -2.0
-        d += xn[cand, None]
-        d += xn[None, :]
-        np.maximum(d, 0, out=d)
-        np.minimum(d, closest[None, :], out=d)
-        pots = d.sum(1)
-        b = int(pots.argmin())
-        closest, pot = d[b], float(pots[b])
-        centers[i] = x[cand[b]]
+    use_bf16 = _has_fast_bf16() and n * x.shape[1] >= 1 << 18
+    if use_bf16:
+        import torch
+        xb = torch.from_numpy(x).bfloat16()
+        xbT = xb.T
+        prev_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+    else:
+        xT = np.ascontiguousarray(x.T)
+    try:
+        with threadpool_limits(1):
+            for i in range(1, k):
+                if pot <= 0:  # fewer distinct points than k: duplicate the rest (Lloyd leaves them empty)
+                    centers[i:] = x[rng.integers(n, size=k - i)]
+                    break
+                cum = np.cumsum(closest, dtype=np.float64)
+                cand = np.searchsorted(cum, rng.random(n_trials) * cum[-1])
+                np.minimum(cand, n - 1, out=cand)
+                if use_bf16:
+                    d = torch.mm(xb[torch.from_numpy(cand)], xbT).float().numpy()
+                else:
+                    d = x[cand] @ xT
+                d *= -2.0
+                d += xn[cand, None]
+                d += xn[None, :]
+                np.maximum(d, 0, out=d)
+                np.minimum(d, closest[None, :], out=d)
+                pots = d.sum(1)
+                b = int(pots.argmin())
+                closest, pot = d[b], float(pots[b])
+                centers[i] = x[cand[b]]
+    finally:
+        if use_bf16:
+            torch.set_num_threads(prev_threads)
     return centers
 
 
@@ -145,15 +187,16 @@ def _new_centroids(x, c, sums, counts, d2, rng) -> np.ndarray:
     return out
 
 
-def kmeans(x: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100, tol: float = 1e-4,
+def kmeans(x: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100, tol: float = 1e-3,
            init: np.ndarray | str = "k-means++", init_size: int | None = None, sample_size: int | None = None,
            sample_iter: int = 30) -> KMeansResult:
     """Exact Lloyd k-means of ``x [n, d]`` into ``k`` clusters (see the module docstring).
 
-    ``init_size``: points used for k-means++ seeding (default ``min(n, max(8k, 4096))``... capped at n).
+    ``init_size``: points used for k-means++ seeding (default ``min(n, 65536)``: seeding on a small sample
+    costs quality at the deeper RQ levels, where the residuals have little structure).
     ``sample_size``: when ``n`` is larger, Lloyd first runs on this many sampled points (default ``256 k``),
     then ``max_iter`` full-data iterations refine (Hamerly-accelerated). ``tol``: stop when the inertia
-    improves by less than this fraction.
+    improves by less than this fraction in one iteration.
     """
     t0 = time.perf_counter()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -165,7 +208,7 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100, tol: fl
     if isinstance(init, np.ndarray):
         c = np.ascontiguousarray(init, dtype=np.float32).copy()
     else:
-        m = min(n, init_size or max(16 * k_eff, 4096))
+        m = min(n, init_size or 65536)
         xs = x if m == n else x[np.sort(rng.choice(n, m, replace=False))]
         if k_eff >= len(xs):
             c = xs[rng.permutation(len(xs))[:k_eff]].copy()
@@ -199,9 +242,9 @@ def _lloyd_hamerly(x: np.ndarray, c: np.ndarray, max_iter: int, tol: float, rng)
         shift = np.sqrt(_sq_norms(new_c - c))
         c = new_c
         # exact distance of every point to its (moved) centroid: O(n d), no GEMM
-        diff = x - c[labels]
-        d2 = _sq_norms(diff)
-        del diff
+        cn = _sq_norms(c)
+        d2 = xn - 2.0 * np.einsum("ij,ij->i", x, c[labels]) + cn[labels]
+        np.maximum(d2, 0, out=d2)
         upper = np.sqrt(d2)
         if reseeded:
             lower[:] = 0.0
@@ -213,7 +256,6 @@ def _lloyd_hamerly(x: np.ndarray, c: np.ndarray, max_iter: int, tol: float, rng)
         todo = np.flatnonzero(upper > lower * (1 - 1e-5))
         changed = 0
         if len(todo):
-            cn = _sq_norms(c)
             lab, b, s = nearest(x[todo], c, k2=True, xn=xn[todo], cn=cn)
             changed = int((lab != labels[todo]).sum())
             labels[todo] = lab

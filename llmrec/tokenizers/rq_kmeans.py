@@ -37,8 +37,8 @@ class RQKMeans:
 
     def __init__(self, method: str = "rq-kmeans", levels: int = 3, codes=256, seed: int = 0,
                  balanced: bool = False, normalize_residuals: bool = False, max_iter: int = 100,
-                 tol: float = 1e-4, init_size: int | None = None, sample_size: int | None = None,
-                 balanced_iter: int = 30):
+                 tol: float = 1e-3, init_size: int | None = None, sample_size: int | None = None,
+                 balanced_iter: int = 30, refine_rounds: int = 4):
         if levels < 1:
             raise LlmrecError(f"--levels must be >= 1, got {levels}")
         self.method = method
@@ -51,6 +51,7 @@ class RQKMeans:
         self.max_iter, self.tol = int(max_iter), float(tol)
         self.init_size, self.sample_size = init_size, sample_size
         self.balanced_iter = int(balanced_iter)
+        self.refine_rounds = int(refine_rounds)
         self.codebooks: list[np.ndarray] = []
         self.scales = np.ones(self.levels, np.float32)   # mean residual norm per level (normalize_residuals)
         self.fit_stats: list[dict] = []
@@ -60,6 +61,7 @@ class RQKMeans:
         return {"levels": self.levels, "codes": self.codebook_sizes, "seed": self.seed, "balanced": self.balanced,
                 "normalize_residuals": self.normalize_residuals, "max_iter": self.max_iter, "tol": self.tol,
                 "init_size": self.init_size, "sample_size": self.sample_size, "balanced_iter": self.balanced_iter,
+                "refine_rounds": self.refine_rounds,
                 "dim": int(self.codebooks[0].shape[1]) if self.codebooks else None}
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -93,8 +95,11 @@ class RQKMeans:
                 lab = res.labels
             else:
                 res = kmeans(r, k, seed=seed, **kw)
-                # the codes `encode` would give: exactly the nearest centroid of the final codebook
-                lab, _ = nearest(r, res.centroids)
+                lab = res.labels
+                if not self.refine_rounds or self.normalize_residuals:
+                    # the codes `encode` gives: the nearest centroid of the final codebook (refinement
+                    # re-encodes anyway)
+                    lab, _ = nearest(r, res.centroids)
             c = res.centroids.astype(np.float32)
             codes[:, l] = lab
             r -= c[lab]
@@ -102,6 +107,34 @@ class RQKMeans:
             self.fit_stats.append({"level": l, "iterations": res.n_iter, "seconds": round(time.perf_counter() - t0, 3),
                                    "inertia": res.inertia})
             log.info("level %d: K=%d, %d iterations, %.2f s", l, k, res.n_iter, time.perf_counter() - t0)
+        if self.refine_rounds and not self.normalize_residuals:
+            codes = self._refine(x, codes)
+        return codes
+
+    def _refine(self, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Joint codebook refinement. Greedy level-by-level k-means fixes level ``l`` before it sees what the
+        later levels do; here each codebook is re-fitted to what the *other* levels leave over (the exact
+        least-squares step for fixed codes), then the items are re-encoded greedily, a few rounds. Balanced
+        codes are kept as they are (only the codebooks move), so the balance survives."""
+        from llmrec.tokenizers.kmeans import cluster_sums
+
+        t0 = time.perf_counter()
+        recon = self.decode(codes)
+        for rnd in range(self.refine_rounds):
+            for l in range(self.levels):
+                own = self.codebooks[l][codes[:, l]]
+                target = x - recon + own
+                sums, cnt = cluster_sums(target, codes[:, l], self.codebook_sizes[l])
+                nz = cnt > 0
+                cb = self.codebooks[l].copy()
+                cb[nz] = (sums[nz] / cnt[nz, None]).astype(np.float32)
+                recon += cb[codes[:, l]] - own
+                self.codebooks[l] = cb
+            if not self.balanced:
+                r, codes = self._residual(x, self.levels)
+                recon = x - r
+        self.fit_stats.append({"refine_rounds": self.refine_rounds,
+                               "seconds": round(time.perf_counter() - t0, 3)})
         return codes
 
     def _residual(self, x: np.ndarray, upto: int, codes: np.ndarray | None = None):
