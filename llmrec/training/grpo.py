@@ -325,12 +325,13 @@ def train_grpo(recipe: dict) -> Path:
     from llmrec.models.vocab import load_items, sid_vocabulary
     from llmrec.training.callbacks import InterruptCallback, LlmrecFilesCallback
     from llmrec.training.rewards import build_rewards
-    from llmrec.training.sft import peft_config
+    from llmrec.training.sft import check_sids_survive_decoding, peft_config
 
     t0, cpu0 = time.time(), cpu_seconds()
     on_gpu, state = _setup(recipe)
     run_dir = Path(recipe["output_dir"])
     model, tok, table, info, model_dir = load_policy(recipe, on_gpu)
+    check_sids_survive_decoding(tok, table, info)     # else TRL's decoded completions lose the SIDs (rewards 0)
     prompt = dict(info.prompt or {})
     rec = Recommender(model, tok, table, info, items=load_items(model_dir))
     split = load_split(recipe["data"]["dataset"], recipe["data"]["split"])
