@@ -25,6 +25,7 @@ _STAGES = (
     "llmrec.training.cli",
     "llmrec.inference.cli",
     "llmrec.tokenizers.actionpiece.cli",
+    "llmrec.training.rl_cli",
     "llmrec.quickstart",
 )
 

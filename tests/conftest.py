@@ -73,3 +73,14 @@ def lm_tokenizer_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fallback-tokenizer")
     train_fallback_tokenizer(out=out)
     return out
+
+
+@pytest.fixture(scope="session")
+def fallback_tokenizer_dir(tmp_path_factory) -> Path:
+    """Always the small locally trained Qwen-style BPE (ChatML, Qwen's special tokens): for training tests whose
+    cost grows with the vocabulary (a 151k-row embedding makes every optimizer step many times slower)."""
+    from llmrec.models.tiny import train_fallback_tokenizer
+
+    out = tmp_path_factory.mktemp("fallback-bpe")
+    train_fallback_tokenizer(out=out)
+    return out

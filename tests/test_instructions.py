@@ -192,3 +192,30 @@ def test_cli_build_and_preview(synthetic_dataset, tmp_path, capsys):
     assert "===== seqrec" in shown and "===== sid2title" in shown and "system:" not in shown
     assert main(["instructions", "build", "--data", str(synthetic_dataset), "--split", "loo", "--sids",
                  str(sid_dir), "--out", str(out), "--tasks", "nope"]) == 2
+
+
+def test_wrap_markers_match_vocabulary_extension(synthetic_dataset, tmp_path):
+    from llmrec.data_builders.instructions import SID_BEGIN, SID_END
+    from llmrec.models import vocab
+
+    assert (SID_BEGIN, SID_END) == (vocab.SID_BEGIN, vocab.SID_END)
+    ds = load_dataset(synthetic_dataset)
+    table = random_sids(ds.n_items)
+    out = build_instructions(synthetic_dataset, "loo", table, tmp_path / "w",
+                             InstructionConfig(tasks=("seqrec",), wrap=True))
+    dd, m = load_instructions(out)
+    ex = dd["train"][0]
+    assert m["sid_wrap"] and ex["messages"][-1]["content"] == f"{SID_BEGIN}{table.item_sid(ex['target'])}{SID_END}"
+
+
+def test_last_window_only(synthetic_dataset, tmp_path):
+    split = load_split(synthetic_dataset, "loo")
+    table = random_sids(load_dataset(synthetic_dataset).n_items)
+    out = build_instructions(synthetic_dataset, "loo", table, tmp_path / "last",
+                             InstructionConfig(tasks=("seqrec",), windows="last", max_history=50))
+    dd, m = load_instructions(out)
+    users, seqs = split.train_sequences()
+    full = {int(u): s.tolist() for u, s in zip(users, seqs)}
+    assert m["counts"]["seqrec"] == sum(len(s) >= 2 for s in full.values())
+    for u, h, t in zip(dd["train"]["user"], dd["train"]["history"], dd["train"]["target"]):
+        assert h + [t] == full[u]                                        # the whole training sequence

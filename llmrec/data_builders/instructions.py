@@ -71,6 +71,7 @@ class InstructionConfig:
     ratios: dict[str, float] = field(default_factory=dict)   # task -> ratio; missing tasks use DEFAULT_RATIOS
     max_history: int = 20          # cap on history items (the most recent are kept)
     min_history: int = 1           # shortest prefix that yields a sequence example
+    windows: str = "all"           # "all": every prefix (sliding windows); "last": each user's last window only
     template_mode: str = "random"  # "random": a random paraphrase per example; "first": template 0 only
     system_prompt: str | None = SYSTEM_PROMPT
     item_scope: str = "all"        # item tasks over "all" catalog items or only items in training interactions
@@ -88,6 +89,8 @@ class InstructionConfig:
             raise LlmrecError(f"ratios for unknown task(s) {bad}; known: {', '.join(ALL_TASKS)}")
         if any(float(r) < 0 for r in self.ratios.values()):
             raise LlmrecError(f"ratios must be >= 0, got {self.ratios}")
+        if self.windows not in ("all", "last"):
+            raise LlmrecError(f"windows must be 'all' or 'last', got {self.windows!r}")
         if self.template_mode not in ("random", "first"):
             raise LlmrecError(f"template_mode must be 'random' or 'first', got {self.template_mode!r}")
         if self.item_scope not in ("all", "train"):
@@ -245,7 +248,7 @@ class _Builder:
             n = len(seq)
             if n <= cfg.min_history:
                 continue
-            pos = np.arange(cfg.min_history, n)
+            pos = np.arange(cfg.min_history, n) if cfg.windows == "all" else np.array([n - 1])
             for t, c in zip(pos, _copies(self.rng, cfg.ratio(task), len(pos))):
                 target = int(seq[t])
                 hist = seq[max(0, t - cfg.max_history): t]

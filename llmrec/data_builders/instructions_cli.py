@@ -30,6 +30,8 @@ def register(sub) -> None:
                             ", ".join(f"{k}={v:g}" for k, v in DEFAULT_RATIOS.items()))
         p.add_argument("--max-history", type=int, default=20, help="history length cap (default 20)")
         p.add_argument("--min-history", type=int, default=1, help="shortest history for a sequence example")
+        p.add_argument("--windows", choices=("all", "last"), default="all",
+                       help="sequence tasks: every prefix of each training sequence (default) or only its last window")
         p.add_argument("--template-mode", choices=("random", "first"), default="random",
                        help="random paraphrase per example (default) or template 0 only")
         p.add_argument("--no-system-prompt", action="store_true", help="leave the system message out (shorter "
@@ -73,7 +75,7 @@ def _config(args):
             ratios[k.strip()] = float(v)
         except ValueError:
             raise LlmrecError(f"--ratio {r!r}: {v!r} is not a number") from None
-    kw = dict(ratios=ratios, max_history=args.max_history, min_history=args.min_history,
+    kw = dict(ratios=ratios, max_history=args.max_history, min_history=args.min_history, windows=args.windows,
               template_mode=args.template_mode, item_scope=args.item_scope, wrap=args.wrap, seed=args.seed)
     if args.tasks:
         kw["tasks"] = tuple(t.strip() for t in args.tasks.split(",") if t.strip())

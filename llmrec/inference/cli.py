@@ -13,6 +13,11 @@ def _model_args(p) -> None:
     p.add_argument("--num-beams", type=int, help="beams (default k; must be >= k)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16, float32")
+    p.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                   help="hf: transformers (CPU/GPU); vllm: vLLM engine, same trie and ranking (GPU, the gpu extra)")
+    p.add_argument("--lora", help="with --backend vllm: a LoRA adapter folder to serve on top of --model")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.85,
+                   help="with --backend vllm: share of GPU memory vLLM may take (default 0.85)")
 
 
 def register(sub) -> None:
@@ -31,7 +36,8 @@ def register(sub) -> None:
     p.add_argument("--part", default="test", choices=("valid", "test"), help="split part with --data")
     p.add_argument("--limit", type=int, help="only the first N examples (with --data)")
     p.add_argument("--output", required=True, help="JSONL output")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts per beam-search batch (default 16)")
+    p.add_argument("--batch-size", type=int, help="prompts per beam-search batch (default 16; 256 with --backend "
+                   "vllm, which schedules all their beams itself)")
     p.add_argument("--exclude-history", action="store_true", help="never recommend items of the history")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT.partial exists")
     p.add_argument("--ks", default="5,10,20", help="cut-offs of the metrics printed when targets are known")
@@ -51,14 +57,14 @@ def register(sub) -> None:
 
 
 def _recommend(args) -> int:
-    from llmrec.inference.recommend import Recommender, read_requests, recommend_file, requests_from_split
+    from llmrec.inference.recommend import read_requests, recommend_file, requests_from_split
 
     reqs = read_requests(args.input) if args.input else requests_from_split(args.data, args.split, args.part,
                                                                            args.limit)
-    rec = Recommender.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                      batch_size=args.batch_size)
+    bs = args.batch_size or (256 if args.backend == "vllm" else 16)
+    rec = _load(args, batch_size=bs)
     out = recommend_file(args.model, reqs, args.output, k=args.k, num_beams=args.num_beams,
-                         batch_size=args.batch_size, resume=not args.no_resume,
+                         batch_size=bs, resume=not args.no_resume,
                          exclude_history=args.exclude_history, recommender=rec)
     print(f"wrote {len(reqs)} recommendations to {out}")
     if all("target" in r for r in reqs):
@@ -69,6 +75,22 @@ def _recommend(args) -> int:
         res = evaluate_ranked_lists(targets, ranked, ks=ks, n_items=rec.sid_table.n_items, users=users)
         print(format_table(res.metrics, ks, title=f"{args.model} on {len(reqs)} requests"))
     return 0
+
+
+def _load(args, **kw):
+    """The Recommender the model arguments ask for (transformers or vLLM)."""
+    from llmrec.inference.recommend import Recommender
+
+    if args.backend == "vllm":
+        if args.device not in (None, "cuda"):
+            raise LlmrecError("--backend vllm runs on the GPU(s) vLLM sees (CUDA_VISIBLE_DEVICES), not --device")
+        return Recommender.from_pretrained(args.model, dtype=args.dtype, backend="vllm", lora=args.lora,
+                                           num_beams=args.num_beams, gpu_memory_utilization=args.gpu_memory_utilization,
+                                           max_beams=max(50, args.num_beams or 0), **kw)
+    if args.lora:
+        raise LlmrecError("--lora needs --backend vllm (for transformers, pass the adapter's merged folder or the "
+                          "adapter folder itself as --model)")
+    return Recommender.from_pretrained(args.model, device=args.device, dtype=args.dtype, **kw)
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -88,9 +110,7 @@ def _show(rec, res) -> None:
 def _chat(args) -> int:
     import json
 
-    from llmrec.inference.recommend import Recommender
-
-    rec = Recommender.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    rec = _load(args)
     liked = _parse_ids(args.liked)
     k = args.k
     if args.message is not None:

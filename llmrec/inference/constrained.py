@@ -262,14 +262,14 @@ def beam_search(scorer: StepScorer, trie: Trie, n_prompts: int, num_beams: int, 
         logp = segment_log_softmax(vals, rows, len(nodes)) if renormalize else vals
         cand = score[rows] + logp
         cprompt = prompt[rows]
-        leaf = trie.is_leaf(child)
+        leaf = trie.is_leaf(child) & torch.isfinite(cand)    # a backend may leave unusable children at -inf
         if bool(leaf.any()):
             pool_g = torch.cat([pool_g, cprompt[leaf]])
             pool_s = torch.cat([pool_s, cand[leaf]])
             pool_i = torch.cat([pool_i, trie.item_at(child[leaf])])
             keep = grouped_topk(pool_g, pool_s, k)
             pool_g, pool_s, pool_i = pool_g[keep], pool_s[keep], pool_i[keep]
-        inner = torch.nonzero(~leaf & torch.isfinite(cand)).flatten()
+        inner = torch.nonzero(~trie.is_leaf(child) & torch.isfinite(cand)).flatten()
         if len(inner) == 0:
             break
         sel = inner[grouped_topk(cprompt[inner], cand[inner], num_beams)]

@@ -44,10 +44,15 @@ class Recommender:
     """A model that answers with catalog items. Build with :meth:`from_pretrained`."""
 
     def __init__(self, model, tokenizer, sid_table, info, items=None, num_beams: int | None = None,
-                 batch_size: int = 16, renormalize: bool = True):
+                 batch_size: int = 16, renormalize: bool = True, backend=None):
         from llmrec.models.vocab import LmInfo
 
         self.model = model
+        # ``backend`` (e.g. :class:`~llmrec.inference.vllm_backend.VllmBackend`) runs the searches instead of the
+        # transformers ``model``: ``backend.search(prompt_ids, trie, num_beams, k) -> BeamResult``.
+        self.backend = backend
+        if model is None and backend is None:
+            raise LlmrecError("Recommender needs a model or a backend")
         self.tokenizer = tokenizer
         self.sid_table = sid_table
         self.info: LmInfo = info
@@ -70,9 +75,20 @@ class Recommender:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | None = None, dtype="auto",
-                        trust_remote_code: bool = False, **kwargs) -> "Recommender":
-        """Load model, tokenizer, SID table, titles and prompt settings from one folder."""
+                        trust_remote_code: bool = False, backend: str = "hf", **kwargs) -> "Recommender":
+        """Load model, tokenizer, SID table, titles and prompt settings from one folder.
+
+        ``backend="vllm"`` serves the model with vLLM instead of transformers (GPU; extra keyword arguments go to
+        :func:`~llmrec.inference.vllm_backend.vllm_recommender`, e.g. ``lora=ADAPTER_DIR``).
+        """
         from llmrec.models.vocab import load_extended, load_items
+
+        if backend == "vllm":
+            from llmrec.inference.vllm_backend import vllm_recommender
+
+            return vllm_recommender(path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+        if backend != "hf":
+            raise LlmrecError(f"unknown backend {backend!r}; expected 'hf' or 'vllm'")
 
         model, tok, table, info = load_extended(path, device=device, dtype=dtype,
                                                 trust_remote_code=trust_remote_code)
@@ -89,7 +105,7 @@ class Recommender:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        return next(self.model.parameters()).device if self.model is not None else torch.device("cpu")
 
     # --- prompts -------------------------------------------------------------------------------------------
     def _system(self):
@@ -158,8 +174,6 @@ class Recommender:
         ``exclude[i]`` (e.g. the history) is removed from prompt ``i``'s list; the search then runs with
         ``k + len(exclude[i])`` results so ``k`` remain when the catalog allows.
         """
-        from llmrec.inference.hf import constrained_beam_search
-
         k = int(k)
         if k < 1:
             raise LlmrecError(f"k must be >= 1, got {k}")
@@ -176,16 +190,11 @@ class Recommender:
             from tqdm.auto import tqdm
 
             it = tqdm(batches, desc="recommend", unit="batch")
-        pad = self.tokenizer.pad_token_id
         for idx in it:
-            L = max(len(enc[i]) for i in idx)
-            ids = torch.full((len(idx), L), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), L), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, L - len(enc[i]):] = torch.tensor(enc[i])
-                mask[r, L - len(enc[i]):] = 1
-            res = constrained_beam_search(self.model, ids, self.trie, mask, num_beams=beams, k=kk,
-                                          renormalize=self.renormalize)
+            if self.backend is not None:
+                res = self.backend.search([enc[i] for i in idx], self.trie, num_beams=beams, k=kk)
+            else:
+                res = self._hf_search(enc, idx, beams, kk)
             for r, i in enumerate(idx):
                 items, scores = res.ranked()[r], res.score_lists()[r]
                 if exclude:
@@ -196,6 +205,20 @@ class Recommender:
                 out[i] = Recommendation(items, [round(float(s), 6) for s in scores],
                                         [str(self.titles[x]) for x in items])
         return out  # type: ignore[return-value]
+
+    def _hf_search(self, enc, idx, beams: int, kk: int):
+        """Left-pad the prompts ``enc[idx]`` and search them with the transformers model."""
+        from llmrec.inference.hf import constrained_beam_search
+
+        pad = self.tokenizer.pad_token_id
+        L = max(len(enc[i]) for i in idx)
+        ids = torch.full((len(idx), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), L), dtype=torch.long)
+        for r, i in enumerate(idx):
+            ids[r, L - len(enc[i]):] = torch.tensor(enc[i])
+            mask[r, L - len(enc[i]):] = 1
+        return constrained_beam_search(self.model, ids, self.trie, mask, num_beams=beams, k=kk,
+                                       renormalize=self.renormalize)
 
     def recommend(self, histories: Sequence[Sequence[int]], k: int = 10, num_beams: int | None = None,
                   batch_size: int | None = None, exclude_history: bool = False,

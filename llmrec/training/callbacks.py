@@ -132,8 +132,15 @@ class SidEvalCallback(TrainerCallback):
                           batch_size=int(self.cfg["batch_size"]))
         rec.prompt_cfg = {**rec.prompt_cfg, **self.prompt}
         k = max(self.cfg["k"])
+        import contextlib
+
         import torch
-        with torch.no_grad():
+        # QLoRA: TRL keeps the trainable adapter/embedding copies in bf16 next to fp32 layers; decode under autocast
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        device = next(model.parameters()).device
+        ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if len(dtypes) > 1 and torch.bfloat16 in dtypes
+               else contextlib.nullcontext())
+        with torch.no_grad(), ctx:
             recs = rec.recommend([self.histories[i] for i in padded], k=k) if padded else []
         mine = [(i, r.items) for i, r in zip(padded[: len(idx)], recs)]
         allr = gather_object(mine) if st.num_processes > 1 else mine

@@ -23,6 +23,7 @@ A recipe has these sections (every one optional but ``output_dir`` and the data/
     sft: {...}            # any trl.SFTConfig field (learning_rate, num_train_epochs, per_device_train_batch_size...)
     eval: {at: [0.5, 1.0], users: 2000, beams: 20, k: [5, 10], batch_size: 16}
     resume: auto          # auto: continue from the newest checkpoint in output_dir; false; or a checkpoint path
+    cpu_threads: 1        # torch threads per process on CPU (1 is fastest on a busy shared machine)
 
 Strings may use ``${ENV_VAR}``; command-line overrides are ``key.sub=value`` (the value is parsed as YAML).
 """
@@ -39,7 +40,7 @@ from llmrec.errors import LlmrecError
 
 SECTIONS: dict[str, dict[str, Any]] = {
     "data": {"dataset": None, "split": "loo", "instructions": None, "build": None, "max_length": 1024,
-             "num_proc": None},
+             "num_proc": None, "cpu_compact_head": True},
     "model": {"base": None, "config": None, "tokenizer": None, "dtype": "auto", "attn_implementation": None,
               "trust_remote_code": False, "tokenizer_vocab_size": 4096},
     "vocab": {"init": "mean", "wrap": False, "pad_to_multiple_of": 64},
@@ -51,7 +52,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "prepare": {"synthetic": None, "embeddings": None, "sid": None},
 }
 TOP = {"output_dir": None, "seed": 0, "sids": None, "sft": {}, "resume": "auto", "interrupt_after_step": None,
-       "description": None}
+       "description": None, "cpu_threads": None}
 PEFT_METHODS = ("full", "lora", "qlora")
 TRAIN_EMBEDDINGS = ("full", "sid_rows", "none")
 
@@ -84,6 +85,7 @@ def apply_override(recipe: dict, item: str) -> None:
         if not isinstance(d[p], dict):
             raise LlmrecError(f"override {item!r}: {p!r} is not a section")
         d = d[p]
+    val = _expand(val)  # ${VAR} inside a value ("[${LLMREC_SHARED_DATA}/tok, fallback]") before YAML parsing
     try:
         d[parts[-1]] = yaml.safe_load(val) if val != "" else None
     except yaml.YAMLError as e:

@@ -293,8 +293,8 @@ def sft_config(recipe: dict, on_gpu: bool, has_eval: bool):
           "save_total_limit": 3, "per_device_train_batch_size": 16, "learning_rate": 2e-4,
           "lr_scheduler_type": "cosine", "warmup_steps": 0.03, "num_train_epochs": 1,
           "gradient_checkpointing": False, "dataloader_num_workers": 0, "ddp_find_unused_parameters": False}
+    kw["completion_only_loss"] = True  # the answer only; false also trains on the prompt (e.g. the history SIDs)
     kw.update(recipe["sft"])
-    kw["completion_only_loss"] = True
     kw["max_length"] = recipe["data"]["max_length"]
     kw.setdefault("eval_strategy", "no")
     if not has_eval:
@@ -328,6 +328,20 @@ def _resume_arg(recipe: dict):
     return str(r)
 
 
+def check_sids_survive_decoding(tokenizer, table, info) -> None:
+    """TRL (and most generation code) decodes with ``skip_special_tokens=True``: SID tokens registered as *special*
+    tokens vanish there (GRPO rewards silently become 0). Refuse such a tokenizer before training on it."""
+    sid = info.item_text(table, 1)
+    ids = tokenizer(sid, add_special_tokens=False)["input_ids"]
+    if len(ids) != len(info.item_tokens(table, 1)):
+        raise LlmrecError(f"the tokenizer splits SID {sid!r} into {len(ids)} tokens; extend the model with "
+                          "`llmrec model extend` (one token per SID code)")
+    if tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") != sid:
+        raise LlmrecError(f"SID tokens are special tokens in this tokenizer: {sid!r} disappears when decoded with "
+                          "skip_special_tokens=True (as TRL does); re-extend the model with llmrec, which adds them "
+                          "as normal tokens")
+
+
 def prompt_settings(manifest: dict) -> dict:
     """``llmrec.json`` ``prompt`` for a model trained on the instruction data described by ``manifest``."""
     from llmrec.data_builders.prompts import SYSTEM_PROMPT
@@ -359,6 +373,10 @@ def train(recipe: dict) -> Path:
     on_gpu = _cuda()
     if not on_gpu:
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")  # before any Accelerator state: gloo, not NCCL
+        if recipe.get("cpu_threads"):
+            import torch
+
+            torch.set_num_threads(int(recipe["cpu_threads"]))
     from accelerate import PartialState
     from transformers import set_seed
     from trl import SFTTrainer
@@ -391,6 +409,7 @@ def train(recipe: dict) -> Path:
     from llmrec.models.vocab import sid_vocabulary
 
     sid_ids = tok.convert_tokens_to_ids(sid_vocabulary(table, info.wrap))
+    check_sids_survive_decoding(tok, table, info)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     args = sft_config(recipe, on_gpu, has_eval)
     callbacks = [LlmrecFilesCallback(model0, prompt)]
@@ -402,6 +421,8 @@ def train(recipe: dict) -> Path:
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tok, peft_config=peft_config(recipe, sid_ids, tied), callbacks=callbacks)
     _patch_trainable_tokens_head(trainer.model)
+    if not on_gpu and recipe["data"].get("cpu_compact_head", True):
+        score_completion_only_on_cpu()
     if state.is_main_process:
         n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in trainer.model.parameters())
@@ -426,6 +447,29 @@ def train(recipe: dict) -> Path:
         log.info("final model -> %s", final)
     state.wait_for_everyone()
     return final
+
+
+def score_completion_only_on_cpu() -> None:
+    """Make TRL's fused LM head score only the loss positions on CPU too.
+
+    TRL 1.16 projects only the positions with a label onto the vocabulary on Triton devices, but every position
+    elsewhere (to keep tile shapes fixed for compilers such as Neuron). On CPU nothing recompiles, and instruction
+    examples have ~5 answer tokens in ~100, so scoring every position wastes most of the LM-head work (nearly all of
+    it with a 151k Qwen vocabulary). The loss and gradients are identical (checked in tests/test_training.py).
+    """
+    try:
+        import trl.trainer.utils as tu
+    except ImportError:
+        return
+    orig = getattr(tu, "_use_triton", None)
+    if orig is None or getattr(orig, "_llmrec_cpu_compact", False):
+        return
+
+    def use_compact(device):
+        return device.type == "cpu" or orig(device)
+
+    use_compact._llmrec_cpu_compact = True
+    tu._use_triton = use_compact
 
 
 def _patch_trainable_tokens_head(model) -> None:
