@@ -85,6 +85,26 @@ def read_json(path: str | os.PathLike) -> Any:
         raise LlmrecError(f"{path}, line {e.lineno}: invalid JSON ({e.msg})") from None
 
 
+def read_yaml_mapping(path: str | os.PathLike | dict, what: str = "config") -> tuple[dict, str]:
+    """A YAML file (or an in-memory dict, copied) that must hold a mapping, and where it came from (for errors)."""
+    import copy
+
+    if isinstance(path, dict):
+        return copy.deepcopy(path), f"<{what}>"
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise LlmrecError(f"{p}: {what} not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise LlmrecError(f"{p}: invalid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise LlmrecError(f"{p}: a {what} is a YAML mapping of options")
+    return raw, str(p)
+
+
 def json_default(o: Any) -> Any:
     if hasattr(o, "item"):  # numpy / torch scalars
         return o.item()

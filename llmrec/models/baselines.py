@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from llmrec.artifacts import atomic_dir, make_manifest, sha256_file, write_json
+from llmrec.artifacts import atomic_dir, make_manifest, read_yaml_mapping, sha256_file, write_json
 from llmrec.errors import LlmrecError
 
 log = logging.getLogger(__name__)
@@ -36,16 +36,7 @@ REGISTRY: dict[str, str] = {
 def load_config(path: str | Path | None) -> dict:
     if not path:
         return {}
-    path = Path(path)
-    if not path.is_file():
-        raise LlmrecError(f"{path}: config file not found")
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise LlmrecError(f"{path}: invalid YAML ({e})") from None
-    if not isinstance(cfg, dict):
-        raise LlmrecError(f"{path}: expected a mapping of options at the top level")
-    return cfg
+    return read_yaml_mapping(path, "config file")[0]
 
 
 def parse_overrides(pairs: list[str] | None) -> dict:

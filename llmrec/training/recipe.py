@@ -36,6 +36,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from llmrec.artifacts import read_yaml_mapping
 from llmrec.errors import LlmrecError
 
 SECTIONS: dict[str, dict[str, Any]] = {
@@ -94,21 +95,7 @@ def apply_override(recipe: dict, item: str) -> None:
 
 def load_recipe(path: str | os.PathLike | dict, overrides: list[str] | tuple = ()) -> dict:
     """The recipe at ``path`` (or a dict) with overrides applied, env vars expanded and defaults filled in."""
-    import yaml
-
-    if isinstance(path, dict):
-        raw, where = copy.deepcopy(path), "<recipe>"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise LlmrecError(f"{p}: recipe not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise LlmrecError(f"{p}: invalid YAML ({e})") from None
-        where = str(p)
-    if not isinstance(raw, dict):
-        raise LlmrecError(f"{where}: a recipe is a YAML mapping of sections")
+    raw, where = read_yaml_mapping(path, "recipe")
     for o in overrides:
         apply_override(raw, o)
     raw = _expand(raw)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
+from llmrec.artifacts import read_yaml_mapping
 from llmrec.errors import LlmrecError
 
 log = logging.getLogger(__name__)
@@ -59,23 +60,8 @@ RL_TOP = {"method": None, "output_dir": None, "seed": 0, "rewards": {"hit": 1.0,
 
 def load_rl_recipe(path: str | os.PathLike | dict, overrides: list[str] | tuple = ()) -> dict:
     """An RL recipe (module docstring) with overrides applied, env vars expanded and defaults filled in."""
-    import yaml
-
     from llmrec.training.recipe import _expand, apply_override
-
-    if isinstance(path, dict):
-        raw, where = copy.deepcopy(path), "<recipe>"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise LlmrecError(f"{p}: recipe not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise LlmrecError(f"{p}: invalid YAML ({e})") from None
-        where = str(p)
-    if not isinstance(raw, dict):
-        raise LlmrecError(f"{where}: a recipe is a YAML mapping of sections")
+    raw, where = read_yaml_mapping(path, "recipe")
     for o in overrides:
         apply_override(raw, o)
     raw = _expand(raw)
