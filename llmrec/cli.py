@@ -25,7 +25,6 @@ _STAGES = (
     "llmrec.training.cli",
     "llmrec.inference.cli",
     "llmrec.tokenizers.actionpiece.cli",
-    "llmrec.training.rl_cli",
     "llmrec.quickstart",
 )
 

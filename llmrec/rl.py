@@ -7,19 +7,11 @@ as ``llmrec rl RECIPE.yaml``. Overrides use dotted keys, e.g. ``grpo.max_steps=2
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import sys
 
+def build_parser():
+    from llmrec.train import build_parser as parser
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llmrec.rl", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", help="RL recipe YAML (see recipes/ and docs/rl.md)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. grpo.max_steps=20")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and exit")
-    return p
+    return parser("llmrec.rl", __doc__, "RL recipe YAML (see recipes/ and docs/rl.md)", "grpo.max_steps=20")
 
 
 def run(recipe: dict):
@@ -34,29 +26,10 @@ def run(recipe: dict):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmrec.errors import LlmrecError
+    from llmrec.train import run_entry
+    from llmrec.training.rl_common import load_rl_recipe
 
-    args = build_parser().parse_args(argv)
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    # bitsandbytes (imported by peft/transformers when installed) warns on every CPU import about optional kernels
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    try:
-        from llmrec.training.rl_common import load_rl_recipe
-
-        recipe = load_rl_recipe(args.recipe, args.overrides)
-        if args.dry_run:
-            import yaml
-            print(yaml.safe_dump({k: v for k, v in recipe.items() if not k.startswith("_")}, sort_keys=False))
-            return 0
-        final = run(recipe)
-        if rank == 0:
-            print(f"trained model: {final}")
-        return 0
-    except LlmrecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_entry(build_parser().parse_args(argv), load_rl_recipe, run)
 
 
 if __name__ == "__main__":

@@ -12,39 +12,50 @@ import os
 import sys
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llmrec.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", help="recipe YAML (see recipes/ and docs/llm.md)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. sft.max_steps=20")
+def build_parser(prog: str = "llmrec.train", doc: str | None = __doc__, what: str = "recipe YAML (see recipes/ "
+                 "and docs/llm.md)", example: str = "sft.max_steps=20") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", help=what)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides, e.g. {example}")
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and exit")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_entry(args: argparse.Namespace, load, run) -> int:
+    """Shared by ``llmrec.train`` and ``llmrec.rl``: rank-aware logging, ``load(recipe, overrides)``, then
+    ``run(recipe) -> final folder``; an LlmrecError becomes one line on stderr and exit status 2."""
     from llmrec.errors import LlmrecError
 
-    args = build_parser().parse_args(argv)
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # bitsandbytes (imported by peft/transformers when installed) warns on every CPU import about optional kernels
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
-        from llmrec.training.recipe import load_recipe
-
-        recipe = load_recipe(args.recipe, args.overrides)
+        recipe = load(args.recipe, args.overrides)
         if args.dry_run:
             import yaml
             print(yaml.safe_dump({k: v for k, v in recipe.items() if not k.startswith("_")}, sort_keys=False))
             return 0
-        from llmrec.training.sft import train
-
-        final = train(recipe)
+        final = run(recipe)
         if rank == 0:
             print(f"trained model: {final}")
         return 0
     except LlmrecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _train(recipe: dict):
+    from llmrec.training.sft import train
+
+    return train(recipe)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from llmrec.training.recipe import load_recipe
+
+    return run_entry(build_parser().parse_args(argv), load_recipe, _train)
 
 
 if __name__ == "__main__":

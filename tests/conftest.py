@@ -84,3 +84,36 @@ def fallback_tokenizer_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fallback-bpe")
     train_fallback_tokenizer(out=out)
     return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_threads(request):
+    """A module that sets ``TORCH_THREADS = n`` runs with n torch threads (tiny models: 1 is as fast and immune to
+    spin contention on a shared 2-core machine); others keep torch's default."""
+    n = getattr(request.module, "TORCH_THREADS", None)
+    if n is None:
+        yield
+        return
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="session")
+def tiny_sid_lm(tmp_path_factory, synthetic_dataset):
+    """Builder of tiny-qwen3 models extended with random SIDs for the synthetic shop's items (text init, so the
+    new rows differ): ``tiny_sid_lm(tokenizer_dir, sizes=(8, 8, 8), seed=0) -> model folder``."""
+    def build(tokenizer_dir, sizes=(8, 8, 8), seed: int = 0) -> Path:
+        from llmrec.data_builders import load_dataset
+        from llmrec.models.tiny import random_sid_table
+        from llmrec.models.vocab import extend_pretrained
+
+        root = tmp_path_factory.mktemp("sidlm")
+        (root / "sid").mkdir()
+        random_sid_table(load_dataset(synthetic_dataset).n_items, sizes, seed=seed).save(root / "sid")
+        return extend_pretrained("tiny-qwen3", root / "sid", root / "model", init="text", data=synthetic_dataset,
+                                 tokenizer=str(tokenizer_dir))
+    return build

@@ -15,13 +15,7 @@ from llmrec.inference.hf import constrained_beam_search, generate_constrained
 from llmrec.inference.trie import Trie
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one thread is as fast, and immune to spin contention on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 1  # tests/conftest.py::_torch_threads
 
 
 def dict_trie(seqs):

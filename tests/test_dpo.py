@@ -14,12 +14,7 @@ import torch
 from llmrec.errors import LlmrecError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 2  # tests/conftest.py::_torch_threads
 
 
 def test_sdpo_loss_hand_computed():

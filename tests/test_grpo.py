@@ -13,28 +13,17 @@ import torch
 from llmrec.errors import LlmrecError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 2  # tests/conftest.py::_torch_threads
 
 
 @pytest.fixture(scope="module")
-def rl_setup(tmp_path_factory, fallback_tokenizer_dir, synthetic_dataset):
-    """An extended tiny Qwen3 (the real Qwen3 tokenizer when available) + item embeddings for the semantic reward."""
+def rl_setup(tmp_path_factory, tiny_sid_lm, fallback_tokenizer_dir, synthetic_dataset):
+    """An extended tiny Qwen3 (the small fallback tokenizer: fast steps) + item embeddings for the semantic reward."""
     from llmrec.data_builders import load_dataset
-    from llmrec.models.tiny import random_sid_table
-    from llmrec.models.vocab import extend_pretrained
 
+    model = tiny_sid_lm(fallback_tokenizer_dir, (8, 8), seed=0)
     root = tmp_path_factory.mktemp("grpo")
     n = load_dataset(synthetic_dataset).n_items
-    table = random_sid_table(n, (8, 8), seed=0)
-    (root / "sid").mkdir()
-    table.save(root / "sid")
-    model = extend_pretrained("tiny-qwen3", root / "sid", root / "model", init="text", data=synthetic_dataset,
-                              tokenizer=str(fallback_tokenizer_dir))
     emb = np.random.default_rng(0).normal(size=(n + 1, 16)).astype(np.float32)
     (root / "emb").mkdir()
     np.save(root / "emb" / "embeddings.npy", emb)

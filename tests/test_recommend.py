@@ -13,28 +13,13 @@ import torch
 from llmrec.errors import LlmrecError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 1  # tests/conftest.py::_torch_threads
 
 
 @pytest.fixture(scope="module")
-def sid_model(tmp_path_factory, lm_tokenizer_dir, synthetic_dataset):
-    """tiny-qwen3 extended with random Beauty-shaped SIDs of the synthetic shop (text init: distinct rows)."""
-    from llmrec.data_builders import load_dataset
-    from llmrec.models.tiny import random_sid_table
-    from llmrec.models.vocab import extend_pretrained
-
-    root = tmp_path_factory.mktemp("sidlm")
-    n = load_dataset(synthetic_dataset).n_items
-    table = random_sid_table(n, (8, 8, 8), seed=0)
-    (root / "sid").mkdir()
-    table.save(root / "sid")
-    return extend_pretrained("tiny-qwen3", root / "sid", root / "model", init="text", data=synthetic_dataset,
-                             tokenizer=str(lm_tokenizer_dir))
+def sid_model(tiny_sid_lm, lm_tokenizer_dir):
+    """tiny-qwen3 extended with random SIDs of the synthetic shop (text init: distinct rows)."""
+    return tiny_sid_lm(lm_tokenizer_dir, (8, 8, 8), seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ import torch
 from llmrec.errors import LlmrecError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 1  # tests/conftest.py::_torch_threads
 
 
 # --- stand-ins for vllm.SamplingParams / TokensPrompt / RequestOutput (same fields) ---------------------------
@@ -108,17 +103,8 @@ class TransformersEngine:
 
 
 @pytest.fixture(scope="module")
-def sid_model(tmp_path_factory, fallback_tokenizer_dir, synthetic_dataset):
-    from llmrec.data_builders import load_dataset
-    from llmrec.models.tiny import random_sid_table
-    from llmrec.models.vocab import extend_pretrained
-
-    root = tmp_path_factory.mktemp("vllm-sidlm")
-    table = random_sid_table(load_dataset(synthetic_dataset).n_items, (12, 8), seed=3)
-    (root / "sid").mkdir()
-    table.save(root / "sid")
-    return extend_pretrained("tiny-qwen3", root / "sid", root / "model", init="text", data=synthetic_dataset,
-                             tokenizer=str(fallback_tokenizer_dir))
+def sid_model(tiny_sid_lm, fallback_tokenizer_dir):
+    return tiny_sid_lm(fallback_tokenizer_dir, (12, 8), seed=3)
 
 
 @pytest.fixture(scope="module")

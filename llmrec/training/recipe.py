@@ -93,20 +93,18 @@ def apply_override(recipe: dict, item: str) -> None:
         raise LlmrecError(f"override {item!r}: cannot parse the value ({e})") from None
 
 
-def load_recipe(path: str | os.PathLike | dict, overrides: list[str] | tuple = ()) -> dict:
-    """The recipe at ``path`` (or a dict) with overrides applied, env vars expanded and defaults filled in."""
+def read_sectioned(path: str | os.PathLike | dict, overrides, top: dict, sections: dict) -> tuple[dict, str]:
+    """A recipe's mapping with overrides applied and env vars expanded, checked against its known keys: ``top``
+    (key -> default) and ``sections`` (section -> {key: default}); unknown keys fail with the file and section."""
     raw, where = read_yaml_mapping(path, "recipe")
     for o in overrides:
         apply_override(raw, o)
     raw = _expand(raw)
-    unknown = set(raw) - set(SECTIONS) - set(TOP)
+    unknown = set(raw) - set(sections) - set(top)
     if unknown:
-        raise LlmrecError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(set(SECTIONS) | set(TOP))}")
-    out: dict = {k: copy.deepcopy(v) for k, v in TOP.items()}
-    for k in TOP:
-        if k in raw:
-            out[k] = raw[k]
-    for sec, defaults in SECTIONS.items():
+        raise LlmrecError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(set(sections) | set(top))}")
+    out: dict = {k: copy.deepcopy(raw[k] if k in raw else v) for k, v in top.items()}
+    for sec, defaults in sections.items():
         got = raw.get(sec) or {}
         if not isinstance(got, dict):
             raise LlmrecError(f"{where}, section {sec!r}: expected a mapping, got {type(got).__name__}")
@@ -114,6 +112,12 @@ def load_recipe(path: str | os.PathLike | dict, overrides: list[str] | tuple = (
         if bad:
             raise LlmrecError(f"{where}, section {sec!r}: unknown key(s) {sorted(bad)}; known: {sorted(defaults)}")
         out[sec] = {**copy.deepcopy(defaults), **got}
+    return out, where
+
+
+def load_recipe(path: str | os.PathLike | dict, overrides: list[str] | tuple = ()) -> dict:
+    """The recipe at ``path`` (or a dict) with overrides applied, env vars expanded and defaults filled in."""
+    out, where = read_sectioned(path, overrides, TOP, SECTIONS)
     if not out["output_dir"]:
         raise LlmrecError(f"{where}: output_dir is required")
     if not isinstance(out["sft"], dict):

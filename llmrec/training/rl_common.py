@@ -23,7 +23,6 @@ Strings may use ``${ENV_VAR}``; command-line overrides are ``key.sub=value`` (as
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import resource
@@ -33,7 +32,6 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
-from llmrec.artifacts import read_yaml_mapping
 from llmrec.errors import LlmrecError
 
 log = logging.getLogger(__name__)
@@ -60,26 +58,9 @@ RL_TOP = {"method": None, "output_dir": None, "seed": 0, "rewards": {"hit": 1.0,
 
 def load_rl_recipe(path: str | os.PathLike | dict, overrides: list[str] | tuple = ()) -> dict:
     """An RL recipe (module docstring) with overrides applied, env vars expanded and defaults filled in."""
-    from llmrec.training.recipe import _expand, apply_override
-    raw, where = read_yaml_mapping(path, "recipe")
-    for o in overrides:
-        apply_override(raw, o)
-    raw = _expand(raw)
-    unknown = set(raw) - set(RL_SECTIONS) - set(RL_TOP)
-    if unknown:
-        raise LlmrecError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(set(RL_SECTIONS) | set(RL_TOP))}")
-    out: dict = {k: copy.deepcopy(v) for k, v in RL_TOP.items()}
-    for k in RL_TOP:
-        if k in raw:
-            out[k] = raw[k]
-    for sec, defaults in RL_SECTIONS.items():
-        got = raw.get(sec) or {}
-        if not isinstance(got, dict):
-            raise LlmrecError(f"{where}, section {sec!r}: expected a mapping, got {type(got).__name__}")
-        bad = set(got) - set(defaults)
-        if bad:
-            raise LlmrecError(f"{where}, section {sec!r}: unknown key(s) {sorted(bad)}; known: {sorted(defaults)}")
-        out[sec] = {**copy.deepcopy(defaults), **got}
+    from llmrec.training.recipe import read_sectioned
+
+    out, where = read_sectioned(path, overrides, RL_TOP, RL_SECTIONS)
     if out["method"] not in METHODS:
         raise LlmrecError(f"{where}: method must be one of {METHODS}, got {out['method']!r}")
     for key in ("output_dir",):
