@@ -38,7 +38,7 @@ from trl import DPOTrainer
 from llmrec.errors import LlmrecError
 from llmrec.training.rl_common import (FINAL, CurvesCallback, cpu_seconds, end_token_id, eval_callback,
                                        item_token_ids, plot_curves, read_evals, resume_arg, save_final,
-                                       training_examples)
+                                       training_examples, trl_config)
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +199,7 @@ def dpo_config(recipe: dict, on_gpu: bool):
     kw.update(recipe["dpo"])
     if recipe["method"] == "sdpo" and kw.get("precompute_ref_log_probs"):
         raise LlmrecError("dpo.precompute_ref_log_probs is not supported with method sdpo")
-    if not on_gpu:
-        kw.update(use_cpu=True, bf16=False, fp16=False)
-    try:
-        return DPOConfig(**kw)
-    except (TypeError, ValueError) as e:
-        raise LlmrecError(f"{recipe['_path']}, section 'dpo': {e} (fields are those of trl.DPOConfig)") from None
+    return trl_config(DPOConfig, kw, recipe, "dpo", on_gpu)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import numpy as np
 from llmrec.errors import LlmrecError
 from llmrec.training.rl_common import (FINAL, CurvesCallback, cpu_seconds, end_token_id, eval_callback,
                                        item_token_ids, plot_curves, read_evals, resume_arg, save_final,
-                                       training_examples)
+                                       training_examples, trl_config)
 
 log = logging.getLogger(__name__)
 
@@ -254,12 +254,7 @@ def grpo_config(recipe: dict, on_gpu: bool, weights: list[float], num_generation
     kw["reward_weights"] = weights
     kw["use_vllm"] = False      # rollouts are llmrec's (trie-constrained); vLLM serves batch inference
     kw.setdefault("max_completion_length", 64)
-    if not on_gpu:
-        kw.update(use_cpu=True, bf16=False, fp16=False)
-    try:
-        return GRPOConfig(**kw)
-    except (TypeError, ValueError) as e:
-        raise LlmrecError(f"{recipe['_path']}, section 'grpo': {e} (fields are those of trl.GRPOConfig)") from None
+    return trl_config(GRPOConfig, kw, recipe, "grpo", on_gpu)
 
 
 def rl_dataset(recipe: dict, rec, split):

@@ -278,3 +278,14 @@ def read_evals(folder: Path) -> list:
     from llmrec.training.sft import _read_evals
 
     return _read_evals(folder)
+
+
+def trl_config(cls, kw: dict, recipe: dict, section: str, on_gpu: bool):
+    """``cls(**kw)`` for a TRL config class (CPU runs forced to fp32 on CPU); bad fields name the recipe section."""
+    if not on_gpu:
+        kw.update(use_cpu=True, bf16=False, fp16=False)
+    try:
+        return cls(**kw)
+    except (TypeError, ValueError) as e:
+        raise LlmrecError(f"{recipe['_path']}, section {section!r}: {e} (fields are those of trl.{cls.__name__})") \
+            from None
