@@ -5,7 +5,8 @@ anchors, with each run's training budget and throughput, and plot their validati
 
 RUNS_DIR holds one output folder per run (metrics.json, run.json, history.json, train_info.json). Metrics are the
 test metrics of the best validation checkpoint. `--commands` also prints the command line each run was made with
-(from run.json; a resumed run shows its last session's command).
+(from run.json; a resumed run shows its last session's command). `--quiet-after ISO_TIME` marks the inference rates
+of runs scored before that time as measured on a loaded machine.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _order(runs: list) -> list:
     return sorted(runs, key=lambda r: (keys.index(r["name"]) if r["name"] in keys else len(keys), r["name"]))
 
 
-def row(r: dict) -> str:
+def row(r: dict, quiet_after: str = "") -> str:
     m, i = r["m"], r["info"]
     f = lambda k: f"{m[k]:.4f}" if k in m else "–"  # noqa: E731
     cells = [LABELS.get(r["name"], r["name"]), f("recall@5"), f("recall@10"), f("recall@20"), f("ndcg@5"),
@@ -80,7 +81,8 @@ def row(r: dict) -> str:
         cells += [f"{i['best_epoch']}/{i['epochs_run']}, {i['stopped'].replace('_', ' ')}",
                   f"{i['train_seconds'] / 60:.0f} / {i['train_cpu_seconds'] / 60:.1f}",
                   f"{sps * ratio:,.0f} ({fastest:,.0f})",
-                  f"{i['inference_users_per_s']:,.0f}"]
+                  f"{i['inference_users_per_s']:,.0f}"
+                  + (" (loaded)" if quiet_after and r["run"].get("created", "") < quiet_after else "")]
     else:
         t = r["run"].get("timings", {})
         cells += ["–", f"{t.get('fit_s', 0) / 60:.2f} (fit)", "–", "–"]
@@ -92,13 +94,15 @@ def main() -> None:
     ap.add_argument("runs")
     ap.add_argument("--plot", help="PNG of every run's validation NDCG@10 per epoch")
     ap.add_argument("--commands", action="store_true", help="print each run's command line")
+    ap.add_argument("--quiet-after", default="", help="ISO time: runs finished (scored) before it mark their "
+                    "test users/s as measured on a loaded machine")
     args = ap.parse_args()
     runs = _order([r for d in sorted(Path(args.runs).iterdir()) if d.is_dir() and (r := _load(d))])
     print("| model | R@5 | R@10 | R@20 | N@5 | N@10 | N@20 | MRR@20 | N@10 hot / middle / cold | best/run epochs, "
           "stop | train min wall / CPU | train user seq/s: all epochs (fastest epoch) | test users/s |")
     print("|---|" + "---|" * 12)
     for r in runs:
-        print(row(r))
+        print(row(r, args.quiet_after))
     print("\n| published anchor | R@5 | N@5 | R@10 | N@10 |\n|---|---|---|---|---|")
     for a in ANCHORS:
         print("| " + " | ".join(a) + " |")
