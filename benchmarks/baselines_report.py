@@ -129,10 +129,10 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(9, 5))
-        for r in runs:
+        for j, r in enumerate(runs):
             pts = [(h["epoch"], h["valid_ndcg@10"]) for h in r["hist"] if "valid_ndcg@10" in h]
             if pts:
-                ax.plot(*zip(*pts), marker=".", ms=3, lw=1, label=r["name"],
+                ax.plot(*zip(*pts), marker=".", ms=3, lw=1, label=r["name"], color=plt.cm.tab20(j % 20),
                         ls="--" if r["name"].startswith(("gpt2", "tiger")) else "-")
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation NDCG@10")
