@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from llmrec.errors import LlmrecError
-from llmrec.training.loop import (NextItemData, TrainConfig, pad_left, sample_negatives, sample_shared_negatives,
-                                  sampled_logits, train)
+from llmrec.training.loop import (NextItemData, TrainConfig, TrainingPaused, pad_left, sample_negatives,
+                                  sample_shared_negatives, sampled_logits, train)
 
 N_ITEMS = 40
 
@@ -293,7 +293,7 @@ def test_resume_continues_exactly(tmp_path):
     sp = _toy_split()
     data = NextItemData(sp.train_sequences()[1], None, 8)
 
-    def run(workdir, stop_at=None, resume=False):
+    def run(workdir, stop_at=None, resume=False, session_minutes=0.0):
         torch.manual_seed(0)
         m = SASRec(N_ITEMS, SASRecConfig(max_len=8, d_model=16, n_negatives=8))
         make = data.batches(16)
@@ -308,8 +308,9 @@ def test_resume_continues_exactly(tmp_path):
         ev = lambda mm, ex, d: evaluate_scores(lambda b: mm.score(history_batch(b, 8)), ex, N_ITEMS,
                                                progress=False)
         return m, train(m, batches=batches, loss_fn=lambda mm, b: mm.loss(b), evaluate=ev, valid=sp.valid,
-                        test=sp.test, cfg=TrainConfig(epochs=3, lr=0.01, progress=False), workdir=workdir, seed=3,
-                        resume=resume)
+                        test=sp.test, cfg=TrainConfig(epochs=3, lr=0.01, progress=False,
+                                                      session_minutes=session_minutes),
+                        workdir=workdir, seed=3, resume=resume)
 
     _, full = run(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
@@ -320,6 +321,14 @@ def test_resume_continues_exactly(tmp_path):
     _, resumed = run(tmp_path / "b", resume=True)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
     assert resumed.test.metrics == full.test.metrics
+    # session_minutes: each session trains one epoch, keeps the checkpoint and pauses; resuming ends identically
+    for epoch in (1, 2):
+        with pytest.raises(TrainingPaused, match=f"paused after epoch {epoch}.*--resume") as e:
+            run(tmp_path / "c", resume=True, session_minutes=1e-9)
+        assert e.value.epoch == epoch and not (tmp_path / "c" / "train_info.json").exists()
+    _, paused = run(tmp_path / "c", resume=True, session_minutes=1e-9)
+    assert [h["loss"] for h in paused.history] == [h["loss"] for h in full.history]
+    assert paused.test.metrics == full.test.metrics
     a = SASRec(N_ITEMS, SASRecConfig(max_len=8, d_model=16))
     b = SASRec(N_ITEMS, SASRecConfig(max_len=8, d_model=16))
     load_weights(a, tmp_path / "a" / "model.safetensors")

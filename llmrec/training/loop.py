@@ -60,6 +60,8 @@ class TrainConfig:
     metric: str = "ndcg@10"        # validation metric that selects the checkpoint
     valid_users: int = 0           # 0 = all validation examples; N = a fixed random subset (for slow decoders)
     max_minutes: float = 0.0       # wall-clock budget for training (0 = none); stops after the current epoch
+    session_minutes: float = 0.0   # wall-clock budget of *this* invocation: after the epoch that exceeds it, keep the
+    #                                checkpoint and raise TrainingPaused (resume later); 0 = none
     eval_batch_size: int = 256
     threads: int = 0               # torch.set_num_threads (0 = leave torch's default)
     progress: bool = True
@@ -316,6 +318,15 @@ def config_fingerprint(obj: Any) -> str:
 # the loop
 # --------------------------------------------------------------------------------------------------------
 
+class TrainingPaused(LlmrecError):
+    """Raised when ``session_minutes`` runs out: the epoch-boundary checkpoint is kept, nothing is scored, and the
+    same call with ``resume=True`` continues exactly where this one stopped (for shared or preemptible machines)."""
+
+    def __init__(self, message: str, epoch: int = 0, checkpoint: Path | None = None):
+        super().__init__(message)
+        self.epoch, self.checkpoint = epoch, checkpoint
+
+
 @dataclass
 class TrainResult:
     valid: Any                      # EvalResult of the best checkpoint on all validation examples
@@ -354,7 +365,8 @@ def train(model: torch.nn.Module, *, batches: Callable[[int, np.random.Generator
     # what shapes the training path; budget and stopping options may change between sessions of one run
     fp = config_fingerprint({"fingerprint": fingerprint, "seed": seed, "train": {
         k: v for k, v in dataclasses.asdict(cfg).items()
-        if k not in ("epochs", "patience", "max_minutes", "progress", "threads", "eval_batch_size")}})
+        if k not in ("epochs", "patience", "max_minutes", "session_minutes", "progress", "threads",
+                     "eval_batch_size")}})
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -393,6 +405,7 @@ def train(model: torch.nn.Module, *, batches: Callable[[int, np.random.Generator
     say = tqdm.write if cfg.progress else log.info
     t_start = time.perf_counter()
     stopped = "max_epochs"
+    ran = 0  # epochs trained in this session (a session always trains at least one)
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
         if state["bad"] >= cfg.patience:
@@ -401,6 +414,12 @@ def train(model: torch.nn.Module, *, batches: Callable[[int, np.random.Generator
         if cfg.max_minutes and state["train_seconds"] + state["eval_seconds"] >= cfg.max_minutes * 60:
             stopped = "time_budget"
             break
+        if cfg.session_minutes and ran and time.perf_counter() - t_start >= cfg.session_minutes * 60:
+            if ck is None:
+                raise LlmrecError("session_minutes needs a work folder to keep the checkpoint in")
+            raise TrainingPaused(f"{name}: paused after epoch {state['epoch']} (session_minutes="
+                                 f"{cfg.session_minutes}); the checkpoint is in {ck}: run the same command with "
+                                 "--resume to continue", epoch=state["epoch"], checkpoint=ck)
         torch.manual_seed(seed * 1_000_003 + epoch)
         rng = np.random.default_rng([seed, epoch])
         model.train()
@@ -453,6 +472,7 @@ def train(model: torch.nn.Module, *, batches: Callable[[int, np.random.Generator
                 f"(best {state['best']:.4f} @ {state['best_epoch']})  {dt:.1f}s")
         state["history"].append(rec)
         state["epoch"] = epoch
+        ran += 1
         if work is not None:
             with atomic_dir(ck, overwrite=True) as tmp:
                 save_weights(model, tmp / "model.safetensors")
