@@ -188,7 +188,7 @@ def report(a) -> None:
                 label += f", q={m['segmentations']}" + (" (deterministic)" if m["segmentations"] == 1 else " fused")
             rows.append((label, t, m))
     print(f"{a.users} test users (sample seed {a.seed}), {a.beams} beams")
-    print(f"| item tokenizer | R@5 | R@10 (95% CI) | N@5 | N@10 | steps | train wall / CPU s | eval wall / CPU s |")
+    print("| item tokenizer | R@5 | R@10 (95% CI) | N@5 | N@10 | steps | train wall / CPU s | eval wall / CPU s |")
     print("|---|---|---|---|---|---|---|---|")
     for label, t, m in rows:
         r, n = m["recall@10"], m["users"]

@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from llmrec.tokenizers.actionpiece.tokenizer import ActionPiece, fuse_ranked_lists  # noqa: F401
+    from llmrec.tokenizers.actionpiece.tokenizer import ActionPiece
 
     ap = ActionPiece.load(args.dir)
     conv = (lambda x: int(x)) if all(isinstance(i, int) for i in ap.item_ids[:1]) else str
