@@ -107,9 +107,22 @@ class InstructionConfig:
 # --------------------------------------------------------------------------------------------------------------
 def load_sids(sids, dataset: Dataset):
     """A :class:`SidTable` from a SID folder (``sids.parquet``) or an LC-Rec/MiniOneRec ``*.index.json``
-    (matched to the dataset by original item ids), checked against the dataset's catalog."""
+    (matched to the dataset by original item ids), checked against the dataset's catalog. An ActionPiece
+    tokenizer (object or folder from ``llmrec sid build --method actionpiece``) is accepted too."""
+    from llmrec.models.vocab import is_actionpiece
     from llmrec.tokenizers.sid_table import SidTable
 
+    if is_actionpiece(sids) or (not isinstance(sids, SidTable) and Path(sids).is_dir()
+                                and (Path(sids) / "vocab.json").is_file()
+                                and not (Path(sids) / "sids.parquet").is_file()):
+        from llmrec.tokenizers.actionpiece.tokenizer import ActionPiece
+
+        ap = sids if is_actionpiece(sids) else ActionPiece.load(sids)
+        if sorted(ap.item_ids, key=str) != sorted(range(1, dataset.n_items + 1), key=str):
+            raise LlmrecError(f"ActionPiece tokenizer covers {ap.n_items} items, dataset {dataset.path} has items "
+                              f"1..{dataset.n_items}; build it from this dataset (llmrec sid build --method "
+                              "actionpiece --dataset ...)")
+        return ap
     if isinstance(sids, SidTable):
         table = sids
     else:
@@ -213,6 +226,14 @@ class _Builder:
     def __init__(self, ds: Dataset, split: Split, table, cfg: InstructionConfig):
         self.ds, self.split, self.table, self.cfg = ds, split, table, cfg
         self.rng = np.random.default_rng(cfg.seed)
+        from llmrec.models.vocab import is_actionpiece
+
+        self.ap = is_actionpiece(table)
+        if self.ap and cfg.wrap:
+            raise LlmrecError("ActionPiece item tokens are not wrapped (wrap: false)")
+        # ActionPiece histories: a set-permutation segmentation per example (its own generator, so that the
+        # other random draws stay those of a SID build)
+        self.seg_rng = np.random.default_rng([cfg.seed, 1])
         b, e = (SID_BEGIN, SID_END) if cfg.wrap else ("", "")
         self.sid = np.asarray([""] + [f"{b}{table.item_sid(i)}{e}" for i in range(1, table.n_items + 1)],
                               dtype=object)
@@ -220,6 +241,14 @@ class _Builder:
         self.fields["description"] = np.asarray([_cut_words(t, cfg.max_text_words) if t else ""
                                                  for t in self.fields["description"]], dtype=object)
         self.rows: dict[str, list] = {k: [] for k in ("task", "template", "messages", "user", "history", "target")}
+
+    def history(self, hist, train: bool = True) -> str:
+        """Prompt text of a history: SIDs joined by ", ", or (ActionPiece) the whole history segmented, with
+        set-permutation regularisation for training examples and the deterministic segmentation otherwise."""
+        if self.ap:
+            return "".join(self.table.history_tokens([int(x) for x in hist],
+                                                     rng=self.seg_rng if train else None))
+        return format_history(self.sid[hist])
 
     def template(self, task: str) -> int:
         if self.cfg.template_mode == "first":
@@ -242,7 +271,7 @@ class _Builder:
         r["target"].append(int(target))
 
     def sequence_task(self, task: str, users, seqs) -> int:
-        cfg, title, sid = self.cfg, self.fields["title"], self.sid
+        cfg, title = self.cfg, self.fields["title"]
         n0 = len(self.rows["task"])
         for u, seq in zip(users, seqs):
             n = len(seq)
@@ -254,11 +283,11 @@ class _Builder:
                 hist = seq[max(0, t - cfg.max_history): t]
                 for _ in range(c):
                     if task == "seqrec":
-                        self.add(task, u, hist, target, history=format_history(sid[hist]))
+                        self.add(task, u, hist, target, history=self.history(hist))
                     elif task == "seq2title":
                         if not title[target]:
                             break
-                        self.add(task, u, hist, target, history=format_history(sid[hist]))
+                        self.add(task, u, hist, target, history=self.history(hist))
                     elif task == "titleseq2sid":
                         h = [quote_title(title[i]) for i in hist if title[i]]
                         if not h:
@@ -268,7 +297,7 @@ class _Builder:
                         q = self.query(target)
                         if q is None:
                             break
-                        self.add(task, u, hist, target, history=format_history(sid[hist]), query=q)
+                        self.add(task, u, hist, target, history=self.history(hist), query=q)
         return len(self.rows["task"]) - n0
 
     def query(self, item: int) -> str | None:
@@ -352,7 +381,7 @@ def build_instructions(dataset: str | Path, protocol: str, sids, out: str | Path
     vrows = {k: [] for k in b.rows}
     for u, hist, target in zip(split.valid["user"], split.valid["history"], split.valid["target"]):
         hist = np.asarray(hist, dtype=np.int64)[-cfg.max_history:]
-        msgs = render_messages("seqrec", 0, system=cfg.system_prompt, history=format_history(b.sid[hist]))
+        msgs = render_messages("seqrec", 0, system=cfg.system_prompt, history=b.history(hist, train=False))
         msgs.append({"role": "assistant", "content": b.sid[int(target)]})
         for k, v in zip(vrows, ("seqrec", 0, msgs, int(u), hist.tolist(), int(target))):
             vrows[k].append(v)
@@ -365,14 +394,19 @@ def build_instructions(dataset: str | Path, protocol: str, sids, out: str | Path
     report = check_no_leakage(b.rows, split)
 
     inputs = file_hashes([Path(dataset) / "items.parquet", split.path / "train.parquet"])
-    if not hasattr(sids, "codes"):
-        inputs.update(file_hashes([sids] if Path(sids).is_file() else [Path(sids) / "sids.parquet"]))
+    is_path = isinstance(sids, (str, Path))
+    if is_path:
+        from llmrec.models.vocab import item_tokenizer_files
+
+        inputs.update(file_hashes([sids] if Path(sids).is_file() else item_tokenizer_files(sids)))
+    shape = (dict(item_tokenizer="actionpiece", sid_levels=table.n_positions, sid_codebook_sizes=[],
+                  actionpiece_vocab_size=table.vocab_size) if b.ap else
+             dict(item_tokenizer="rq", sid_levels=table.levels, sid_codebook_sizes=list(table.codebook_sizes)))
     manifest = make_manifest(
         "instructions", config={**asdict(cfg), "dataset": str(dataset), "protocol": protocol,
-                                "sids": str(sids) if not hasattr(sids, "codes") else "<SidTable>"},
+                                "sids": str(sids) if is_path else f"<{type(table).__name__}>"},
         inputs=inputs, seed=cfg.seed,
-        counts=counts, skipped=skipped, n_train=len(train), n_valid=len(valid),
-        sid_levels=table.levels, sid_codebook_sizes=list(table.codebook_sizes), sid_wrap=cfg.wrap,
+        counts=counts, skipped=skipped, n_train=len(train), n_valid=len(valid), **shape, sid_wrap=cfg.wrap,
         system_prompt=cfg.system_prompt, leakage_check=report)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         dd.save_to_disk(str(tmp / "data"))

@@ -44,7 +44,8 @@ class Recommender:
     """A model that answers with catalog items. Build with :meth:`from_pretrained`."""
 
     def __init__(self, model, tokenizer, sid_table, info, items=None, num_beams: int | None = None,
-                 batch_size: int = 16, renormalize: bool = True, backend=None):
+                 batch_size: int = 16, renormalize: bool = True, backend=None, segmentations: int = 1,
+                 seed: int = 0):
         from llmrec.models.vocab import LmInfo
 
         self.model = model
@@ -59,10 +60,14 @@ class Recommender:
         self.num_beams = num_beams
         self.batch_size = batch_size
         self.renormalize = renormalize
+        # ActionPiece only: histories segmented ``segmentations`` times (set permutations, seeded by ``seed``),
+        # one search each, ranked lists fused by sum of 1/log2(rank+2). 1 = the deterministic segmentation.
+        self.segmentations = int(segmentations)
+        self.seed = int(seed)
         self.prompt_cfg = {**DEFAULT_PROMPT, **(info.prompt or {})}
         n = sid_table.n_items
         self.titles = np.full(n + 1, "", dtype=object)
-        self.original_ids = (sid_table.original_ids if sid_table.original_ids is not None
+        self.original_ids = (sid_table.original_ids if getattr(sid_table, "original_ids", None) is not None
                              else np.asarray([""] + [str(i) for i in range(1, n + 1)], dtype=object))
         if items is not None and len(items):
             ids = items["item"].to_numpy()
@@ -123,20 +128,20 @@ class Recommender:
             out.append(int(x))
         return out
 
-    def render_history(self, history: Sequence[int]) -> str:
-        from llmrec.data_builders.prompts import format_history
-
+    def render_history(self, history: Sequence[int], rng=None) -> str:
+        """The history as prompt text (the last ``max_history`` items). ``rng`` (ActionPiece only): draw a
+        set-permutation segmentation instead of the deterministic one."""
         cap = int(self.prompt_cfg.get("max_history") or 0)
         hist = list(history)[-cap:] if cap > 0 else list(history)
-        return format_history([self.info.item_text(self.sid_table, i) for i in hist])
+        return self.info.history_text(self.sid_table, hist, rng=rng)
 
-    def history_prompt(self, history: Sequence[int]) -> str:
+    def history_prompt(self, history: Sequence[int], rng=None) -> str:
         """The exact prompt string for a history (task ``prompt.task``, template ``prompt.template``)."""
         from llmrec.data_builders.prompts import prompt_text
 
         history = self._check_items(history, "history")
         msgs = self._render(self.prompt_cfg["task"], int(self.prompt_cfg.get("template", 0)),
-                            history=self.render_history(history))
+                            history=self.render_history(history, rng=rng))
         return prompt_text(self.tokenizer, msgs)
 
     def request_prompt(self, request: str, liked: Sequence[int] = ()) -> str:
@@ -223,12 +228,35 @@ class Recommender:
     def recommend(self, histories: Sequence[Sequence[int]], k: int = 10, num_beams: int | None = None,
                   batch_size: int | None = None, exclude_history: bool = False,
                   progress: bool = False) -> list[Recommendation]:
-        """Top-``k`` next items for each history (item ids, oldest first)."""
+        """Top-``k`` next items for each history (item ids, oldest first).
+
+        With an ActionPiece model and ``segmentations > 1`` (see ``__init__``), each history is searched once per
+        segmentation and the lists are fused; scores are then the fused scores (sum of ``1/log2(rank+2)``).
+        """
         if histories and isinstance(histories[0], (int, np.integer)):
             histories = [histories]  # a single history
-        prompts = [self.history_prompt(h) for h in histories]
-        return self.recommend_prompts(prompts, k=k, num_beams=num_beams, batch_size=batch_size,
-                                      exclude=histories if exclude_history else None, progress=progress)
+        from llmrec.models.vocab import is_actionpiece
+
+        q = self.segmentations
+        if q <= 1 or not is_actionpiece(self.sid_table):
+            prompts = [self.history_prompt(h) for h in histories]
+            return self.recommend_prompts(prompts, k=k, num_beams=num_beams, batch_size=batch_size,
+                                          exclude=histories if exclude_history else None, progress=progress)
+        from llmrec.tokenizers.actionpiece.tokenizer import fuse_ranked_lists
+
+        prompts = []
+        for h in histories:
+            rng = np.random.default_rng(self.seed)  # the same q segmentations for a history, whatever the batch
+            prompts += [self.history_prompt(h, rng=rng) for _ in range(q)]
+        rep = [h for h in histories for _ in range(q)]
+        recs = self.recommend_prompts(prompts, k=k, num_beams=num_beams, batch_size=batch_size,
+                                      exclude=rep if exclude_history else None, progress=progress)
+        out = []
+        for i in range(len(histories)):
+            items, scores = fuse_ranked_lists([r.items for r in recs[i * q:(i + 1) * q]], k=k, with_scores=True)
+            out.append(Recommendation(items, [round(float(s), 6) for s in scores],
+                                      [str(self.titles[x]) for x in items]))
+        return out
 
     def chat(self, request: str, liked: Sequence[int] = (), k: int = 10,
              num_beams: int | None = None) -> Recommendation:

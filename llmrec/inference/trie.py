@@ -244,8 +244,15 @@ def sid_trie(sid_table, tokenizer, items: Sequence[int] | None = None, wrap: boo
     """Trie over the SID token ids of ``items`` (default: the whole catalog, never only test items).
 
     Token ids come from ``tokenizer`` (the extended tokenizer of the model). With ``wrap`` every sequence is
-    ``<|sid_begin|> <a_..> ... <|sid_end|>``.
+    ``<|sid_begin|> <a_..> ... <|sid_end|>``. An ActionPiece tokenizer in place of ``sid_table`` gives
+    :func:`actionpiece_trie`.
     """
+    from llmrec.models.vocab import is_actionpiece
+
+    if is_actionpiece(sid_table):
+        if wrap:
+            raise LlmrecError("ActionPiece models are extended without --wrap")
+        return actionpiece_trie(sid_table, tokenizer, items)
     ids = np.asarray(items if items is not None else np.arange(1, sid_table.n_items + 1), dtype=np.int64)
     vocab = sid_table.vocabulary()
     tid = tokenizer.convert_tokens_to_ids(vocab)
@@ -262,3 +269,21 @@ def sid_trie(sid_table, tokenizer, items: Sequence[int] | None = None, wrap: boo
         b, e = tokenizer.convert_tokens_to_ids([sid_begin, sid_end])
         arr = np.concatenate([np.full((len(arr), 1), b), arr, np.full((len(arr), 1), e)], 1)
     return Trie.from_array(arr, ids)
+
+
+def actionpiece_trie(ap, tokenizer, items: Sequence[int] | None = None) -> Trie:
+    """Trie over the ActionPiece *target* segmentations (deterministic, one per item) of ``items`` (default all).
+
+    Targets have 1..m tokens and none is a prefix of another (each covers every feature position), so no end
+    token is needed. Item ids must be integers (an ActionPiece built on a dataset's items).
+    """
+    tid = np.asarray(tokenizer.convert_tokens_to_ids(ap.vocabulary()), dtype=object)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if any(t is None or (unk is not None and t == unk) for t in tid):
+        raise LlmrecError("the tokenizer lacks the ActionPiece tokens; extend the model first (`llmrec model extend`)")
+    tid = tid.astype(np.int64)
+    ids = list(items) if items is not None else list(ap.item_ids)
+    if not all(isinstance(i, (int, np.integer)) for i in ids):
+        raise LlmrecError("ActionPiece item ids must be integers (build it on a dataset, or with integer keys "
+                          "in FEATURES.json) to serve as catalog items")
+    return Trie.from_sequences([tid[ap.segment_item(i)] for i in ids], items=ids)

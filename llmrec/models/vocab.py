@@ -30,6 +30,10 @@ Initialisation of the new embedding rows (``init=``):
               vector in the model's space (as for ``text``); token (l, c) gets ``mean(y) + (C_l[c] - mean_l) W``.
               Levels without a codebook (a disambiguation digit) fall back to ``text``.
 
+ActionPiece (:class:`~llmrec.tokenizers.actionpiece.ActionPiece`) can stand in for the SID table everywhere here:
+its ``<ap_N>`` tokens are added the same way (``init="mean"``; ``sid/`` then holds the ActionPiece folder and
+``llmrec.json`` says ``item_tokenizer: actionpiece``). :func:`load_item_tokenizer` reads either kind.
+
 For ``text`` and ``codebook`` the rows' deviations from the mean row are rescaled so that their average norm
 equals that of the existing rows (averaging shrinks them). Untied output embeddings (``lm_head``) are
 initialised the same way from their own matrix. Rows added only to pad the matrix to a multiple of 64 get the
@@ -91,6 +95,7 @@ class LmInfo:
     format: str = FORMAT
     version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
+    item_tokenizer: str = "rq"                     # "rq" (a SidTable) or "actionpiece"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +120,45 @@ class LmInfo:
         """The token strings the model generates for ``item`` (wrappers included)."""
         toks = sid_table.item_tokens(item)
         return [self.sid_begin, *toks, self.sid_end] if self.wrap else toks
+
+    def history_text(self, sid_table, items, rng=None) -> str:
+        """How a history (item ids, oldest first) is written in a prompt.
+
+        SIDs: the items' SIDs joined by ``", "``. ActionPiece: the history segmented as one sequence (tokens may
+        span two adjacent items), no separators; ``rng`` (a seed or Generator) draws a set-permutation
+        segmentation, ``None`` the deterministic one.
+        """
+        if is_actionpiece(sid_table):
+            return "".join(sid_table.history_tokens(list(items), rng=rng))
+        from llmrec.data_builders.prompts import format_history
+
+        return format_history([self.item_text(sid_table, i) for i in items])
+
+
+def is_actionpiece(table) -> bool:
+    """Whether ``table`` is an ActionPiece tokenizer (else a :class:`SidTable`)."""
+    from llmrec.tokenizers.actionpiece.tokenizer import ActionPiece
+
+    return isinstance(table, ActionPiece)
+
+
+def load_item_tokenizer(path: str | os.PathLike):
+    """The item tokenizer stored in ``path``: a :class:`SidTable` (``sids.parquet``) or an ActionPiece folder
+    (``vocab.json`` of format ``llmrec-actionpiece``, from ``llmrec sid build --method actionpiece``)."""
+    path = Path(path)
+    if (path / "vocab.json").is_file() and not (path / "sids.parquet").is_file():
+        from llmrec.tokenizers.actionpiece.tokenizer import ActionPiece
+
+        return ActionPiece.load(path)
+    return SidTable.load(path)
+
+
+def item_tokenizer_files(path: str | os.PathLike) -> list[Path]:
+    """The files that define the item tokenizer in ``path`` (for manifests' input hashes)."""
+    path = Path(path)
+    if (path / "sids.parquet").is_file():
+        return [path / "sids.parquet"]
+    return [p for p in (path / "vocab.json", path / "item_features.json") if p.is_file()]
 
 
 def sid_vocabulary(sid_table: SidTable, wrap: bool = False) -> list[str]:
@@ -282,6 +326,11 @@ def extend_model(model, tokenizer, sid_table: SidTable, wrap: bool = False, init
     """
     if init not in INIT_METHODS:
         raise LlmrecError(f"unknown init method {init!r}; choose from {', '.join(INIT_METHODS)}")
+    ap = is_actionpiece(sid_table)
+    if ap and init != "mean":
+        raise LlmrecError(f"--init {init} is for SID tables; ActionPiece tokens are initialised with --init mean")
+    if ap and wrap:
+        raise LlmrecError("ActionPiece histories have no item boundaries; extend without --wrap")
     if model.config.is_encoder_decoder:
         raise LlmrecError("vocabulary extension is for decoder-only causal LMs (got an encoder-decoder model)")
     # Validate everything before touching the tokenizer or the model.
@@ -308,7 +357,7 @@ def extend_model(model, tokenizer, sid_table: SidTable, wrap: bool = False, init
     # New token ids plus the padding rows beyond the tokenizer (never produced by it, but must not be garbage).
     new_ids = sorted(set(i for i in ids if i >= n_before) | set(range(n_after, rows)))
     # token id -> (level, code); ``ids`` follows sid_vocabulary(): level by level, code by code.
-    pairs = [(l, c) for l, k in enumerate(sid_table.codebook_sizes) for c in range(k)]
+    pairs = [] if ap else [(l, c) for l, k in enumerate(sid_table.codebook_sizes) for c in range(k)]
     level_code = dict(zip(ids, pairs))
     if new_ids:
         _init_rows(model.get_input_embeddings().weight, new_ids, n_before, init, sid_table, level_code, tokenizer,
@@ -325,8 +374,13 @@ def extend_model(model, tokenizer, sid_table: SidTable, wrap: bool = False, init
     log.info("added %d SID tokens (%d new ids), embedding rows %d -> %d, init %s", len(tokens), n_after - n_before,
              rows_before, rows, init)
     base = base_model or getattr(model.config, "_name_or_path", "") or getattr(tokenizer, "name_or_path", "")
-    return LmInfo(base_model=str(base), levels=sid_table.levels, codebook_sizes=list(sid_table.codebook_sizes),
-                  letters=sid_table.letters[: sid_table.levels], n_items=sid_table.n_items, wrap=wrap,
+    if ap:  # levels = feature positions; no codebooks
+        shape = dict(levels=sid_table.n_positions, codebook_sizes=[], letters="", item_tokenizer="actionpiece",
+                     token_format="<ap_{id}>")
+    else:
+        shape = dict(levels=sid_table.levels, codebook_sizes=list(sid_table.codebook_sizes),
+                     letters=sid_table.letters[: sid_table.levels])
+    return LmInfo(base_model=str(base), **shape, n_items=sid_table.n_items, wrap=wrap,
                   sid_begin=SID_BEGIN if wrap else None, sid_end=SID_END if wrap else None, init=init,
                   vocab={"tokenizer_len_before": n_before, "tokenizer_len": n_after, "n_sid_tokens": len(tokens),
                          "n_added": n_after - n_before, "embedding_rows_before": rows_before,
@@ -402,7 +456,10 @@ def load_extended(path: str | os.PathLike, device: str | None = None, dtype="aut
     info = read_info(path)
     if not (path / SID_SUBDIR).is_dir():
         raise LlmrecError(f"{path}: no {SID_SUBDIR}/ folder with the SID table")
-    sid_table = SidTable.load(path / SID_SUBDIR)
+    sid_table = load_item_tokenizer(path / SID_SUBDIR)
+    if is_actionpiece(sid_table) != (info.item_tokenizer == "actionpiece"):
+        raise LlmrecError(f"{path}: {SID_SUBDIR}/ holds {'an ActionPiece' if is_actionpiece(sid_table) else 'a SID'} "
+                          f"tokenizer but {INFO_FILE} says item_tokenizer={info.item_tokenizer!r}")
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if (path / "adapter_config.json").is_file():
         try:
@@ -418,7 +475,8 @@ def load_extended(path: str | os.PathLike, device: str | None = None, dtype="aut
     ids = tokenizer.convert_tokens_to_ids(sid_vocabulary(sid_table, info.wrap))
     if any(i is None or i >= model.get_input_embeddings().weight.shape[0] for i in ids):
         raise LlmrecError(f"{path}: the tokenizer/model do not contain all SID tokens of {SID_SUBDIR}/")
-    if sid_table.levels != info.levels or list(sid_table.codebook_sizes) != list(info.codebook_sizes):
+    if not is_actionpiece(sid_table) and (sid_table.levels != info.levels
+                                          or list(sid_table.codebook_sizes) != list(info.codebook_sizes)):
         raise LlmrecError(f"{path}: {SID_SUBDIR}/ ({sid_table.levels} levels) does not match {INFO_FILE} "
                           f"({info.levels} levels)")
     return model, tokenizer, sid_table, info
@@ -437,7 +495,7 @@ def extend_pretrained(base: str, sid_dir: str | os.PathLike, out: str | os.PathL
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     sid_dir = Path(sid_dir)
-    sid_table = SidTable.load(sid_dir)
+    sid_table = load_item_tokenizer(sid_dir)
     items = texts = None
     if data is not None:
         from llmrec.data_builders.dataset import load_dataset
@@ -462,7 +520,7 @@ def extend_pretrained(base: str, sid_dir: str | os.PathLike, out: str | os.PathL
             raise LlmrecError(f"cannot load base model {base!r}: {e}") from None
     info = extend_model(model, tok, sid_table, wrap=wrap, init=init, item_texts=texts, codebooks=codebooks,
                         pad_to_multiple_of=pad_to_multiple_of, base_model=base)
-    inputs = file_hashes([sid_dir / "sids.parquet", sid_dir / "sid_table.json"])
+    inputs = file_hashes(item_tokenizer_files(sid_dir) + [p for p in [sid_dir / "sid_table.json"] if p.is_file()])
     cfg = {"base": base, "sid_dir": str(sid_dir), "init": init, "wrap": wrap, "data": str(data) if data else None,
            "pad_to_multiple_of": pad_to_multiple_of, "tokenizer": tokenizer}
     return save_extended(out, model, tok, sid_table, info, items=items, overwrite=overwrite, config=cfg,

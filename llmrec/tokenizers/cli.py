@@ -46,10 +46,16 @@ def register(sub) -> None:
     b = g.add_parser("build", help="fit an item tokenizer and write a collision-free SID folder",
                      description="Fit an item tokenizer on item embeddings and write SID_DIR: sids.parquet + "
                                  "sid_table.json (item -> SID), sid_to_item.parquet, codebooks.safetensors, "
-                                 "tokenizer.json, manifest.json, report.json and PNG plots.")
-    b.add_argument("--embeddings", required=True, help="EMB folder from `llmrec items embed` (or a .npy whose row i "
-                                                       "is item i, row 0 padding)")
-    b.add_argument("--method", default="rq-kmeans", choices=("rq-kmeans", "rq-kmeans-balanced", "rq-vae"))
+                                 "tokenizer.json, manifest.json, report.json and PNG plots. "
+                                 "--method actionpiece learns an ActionPiece vocabulary instead (from --dataset + "
+                                 "--embeddings, or --features/--sequences JSON) and writes DIR/merges.json "
+                                 "([left, right, new_token, weight] in merge order), vocab.json, item_features.json, "
+                                 "targets.json, report.json, manifest.json (docs/actionpiece.md).")
+    b.add_argument("--embeddings", default=None, help="EMB folder from `llmrec items embed` (or a .npy whose row i "
+                                                      "is item i, row 0 padding); required except for actionpiece "
+                                                      "with --features")
+    b.add_argument("--method", default="rq-kmeans", choices=("rq-kmeans", "rq-kmeans-balanced", "rq-vae",
+                                                             "actionpiece"))
     b.add_argument("--levels", type=int, default=3, help="code levels before dedup (default 3)")
     b.add_argument("--codes", default="256", help="codes per level: one K or one per level, e.g. 256,256,256")
     b.add_argument("--dedup", default="digit", choices=("digit", "reassign", "none"),
@@ -71,6 +77,9 @@ def register(sub) -> None:
                    help="2-D map in projection.png: pca (fast) or tsne (separates clusters better, slower)")
     b.add_argument("--out", required=True, help="output SID folder")
     b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    from llmrec.tokenizers.actionpiece.cli import add_arguments as _ap_arguments
+
+    _ap_arguments(b, common=False)
     b.set_defaults(func=_sid_build)
 
     r = g.add_parser("report", help="print a SID folder's quality report",
@@ -131,6 +140,16 @@ def _parse_codes(text: str):
 
 
 def _sid_build(args) -> int:
+    if args.method == "actionpiece":
+        from llmrec.tokenizers.actionpiece.cli import main as actionpiece_main
+
+        return actionpiece_main(args)
+    ap_only = [f"--{k.replace('_', '-')}" for k in ("vocab_size", "features", "sequences", "categorical", "dataset")
+               if getattr(args, k, None) is not None]
+    if ap_only:
+        raise LlmrecError(f"{', '.join(ap_only)}: only for --method actionpiece")
+    if args.embeddings is None:
+        raise LlmrecError(f"--method {args.method} needs --embeddings EMB_DIR")
     from llmrec.tokenizers.build import build_sids, format_report
 
     kw = {}

@@ -1,8 +1,7 @@
 """``llmrec sid-actionpiece ...``: build and inspect ActionPiece tokenizers.
 
-:func:`add_arguments` / :func:`main` are also meant for ``llmrec sid build --method actionpiece``: pass
-``common=False`` when that parser already defines ``--out``, ``--dataset``, ``--embeddings``, ``--overwrite``
-and ``--seed``.
+``llmrec sid build --method actionpiece`` uses the same options and :func:`main` (``add_arguments(...,
+common=False)`` adds only what the generic SID parser lacks); both commands write the same folder.
 """
 
 from __future__ import annotations
@@ -15,7 +14,12 @@ _COMMON = ("out", "dataset", "embeddings", "overwrite", "seed")
 
 
 def add_arguments(parser: argparse.ArgumentParser, common: bool = True) -> None:
-    """ActionPiece build options (``common=False``: leave out the ones a generic SID parser already has)."""
+    """ActionPiece build options (``common=False``: leave out ``--out``, ``--embeddings``, ``--overwrite``,
+    ``--seed`` and ``--no-plots``, which ``llmrec sid build`` already has, and make ``--vocab-size`` optional
+    there since the other methods do not take it)."""
+    if not common:
+        parser.add_argument("--dataset", help="actionpiece: dataset folder (training sequences of its split; items "
+                                              "for --embeddings / --categorical)")
     if common:
         parser.add_argument("--out", required=True, help="output folder (merges.json, vocab.json, ...)")
         parser.add_argument("--dataset", help="dataset folder: training sequences of its split, and items for "
@@ -24,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser, common: bool = True) -> None:
                                                  "embeddings.npy: features = OPQ codes + a hash digit")
         parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
         parser.add_argument("--seed", type=int, default=0, help="seed of the quantiser and the hash digit")
-    g = parser.add_argument_group("ActionPiece")
-    g.add_argument("--vocab-size", type=int, required=True, metavar="Q",
+    g = parser.add_argument_group("ActionPiece" if common else "ActionPiece (--method actionpiece)")
+    g.add_argument("--vocab-size", type=int, required=common, metavar="Q",
                    help="target vocabulary size, initial feature tokens included (e.g. 10000-40000)")
     g.add_argument("--protocol", default="loo", choices=("loo", "temporal"),
                    help="split whose training sequences are counted (with --dataset)")
@@ -42,11 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser, common: bool = True) -> None:
                         "none for --features)")
     g.add_argument("--check-every", type=int, default=0, metavar="K",
                    help="debug: verify every pair count against a full recount after every K-th merge")
-    g.add_argument("--no-plots", action="store_true", help="skip actionpiece.png")
+    if common:
+        g.add_argument("--no-plots", action="store_true", help="skip actionpiece.png")
 
 
 def main(args: argparse.Namespace) -> int:
     from llmrec.tokenizers.actionpiece.run import run_actionpiece
+
+    if args.vocab_size is None:
+        raise LlmrecError("--method actionpiece needs --vocab-size Q (the target vocabulary size)")
+    if args.vocab_size <= 0:
+        raise LlmrecError(f"--vocab-size must be positive, got {args.vocab_size}")
 
     cat = getattr(args, "categorical", None)
     ap = run_actionpiece(
@@ -63,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from llmrec.tokenizers.actionpiece.tokenizer import ActionPiece, fuse_ranked_lists  # noqa: F401
+    from llmrec.tokenizers.actionpiece.tokenizer import ActionPiece
 
     ap = ActionPiece.load(args.dir)
     conv = (lambda x: int(x)) if all(isinstance(i, int) for i in ap.item_ids[:1]) else str
@@ -96,7 +106,7 @@ def register(sub) -> None:
                                  "([left, right, new_token, weight] in merge order), vocab.json, "
                                  "item_features.json, targets.json, report.json, manifest.json.")
     add_arguments(b)
-    b.set_defaults(func=_main_checked)
+    b.set_defaults(func=main)
     s = g.add_parser("show", help="print items' target tokens, history segmentations, or decode tokens")
     s.add_argument("dir", help="ActionPiece folder")
     s.add_argument("--item", nargs="*", help="item ids whose target tokens to print")
@@ -106,8 +116,3 @@ def register(sub) -> None:
     s.add_argument("--decode", help="a token string such as '<ap_1200><ap_77>' to decode")
     s.set_defaults(func=_show)
 
-
-def _main_checked(args: argparse.Namespace) -> int:
-    if args.vocab_size is not None and args.vocab_size <= 0:
-        raise LlmrecError(f"--vocab-size must be positive, got {args.vocab_size}")
-    return main(args)

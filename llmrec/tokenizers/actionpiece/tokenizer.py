@@ -347,11 +347,13 @@ class ActionPiece:
                    position_names=list(meta.get("position_names") or []))
 
 
-def fuse_ranked_lists(ranked_lists: Sequence[Sequence[Hashable]], k: int | None = None) -> list:
+def fuse_ranked_lists(ranked_lists: Sequence[Sequence[Hashable]], k: int | None = None,
+                      with_scores: bool = False) -> list:
     """Fuse ranked lists (e.g. from ``q`` history segmentations): score = sum of ``1 / log2(rank + 2)``.
 
     ``rank`` is 0-based; an item missing from a list gets nothing from it; an item repeated in one list counts
     at its best rank there. Ties go to the item with the better best rank, then to the first seen.
+    ``with_scores=True`` returns ``(items, scores)``.
     """
     score: dict = {}
     best: dict = {}
@@ -366,4 +368,5 @@ def fuse_ranked_lists(ranked_lists: Sequence[Sequence[Hashable]], k: int | None 
             best[it] = min(best.get(it, r), r)
             order.setdefault(it, len(order))
     out = sorted(score, key=lambda it: (-score[it], best[it], order[it]))
-    return out if k is None else out[:k]
+    out = out if k is None else out[:k]
+    return (out, [score[it] for it in out]) if with_scores else out
