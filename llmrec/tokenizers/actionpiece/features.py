@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from llmrec.artifacts import read_json
 from llmrec.errors import LlmrecError
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def categorical_features(dataset, fields: Sequence[str], missing: str = "<none>"
 def load_features_json(path: str | Path) -> tuple[list[str], list[list[str]]]:
     """``(item ids, features)`` from ``{"item_id": ["feature", ...], ...}``; all items need as many features."""
     path = Path(path)
-    obj = _read(path)
+    obj = read_json(path)
     if not isinstance(obj, dict) or not obj:
         raise LlmrecError(f"{path}: expected a non-empty JSON object {{\"item_id\": [\"feature\", ...]}}")
     ids, feats = [], []
@@ -148,7 +148,7 @@ def load_features_json(path: str | Path) -> tuple[list[str], list[list[str]]]:
 def load_sequences_json(path: str | Path) -> list[list[str]]:
     """Item sequences from ``[[item_id, ...], ...]`` (ids as strings, to match FEATURES.json keys)."""
     path = Path(path)
-    obj = _read(path)
+    obj = read_json(path)
     if not isinstance(obj, list):
         raise LlmrecError(f"{path}: expected a JSON list of item-id lists")
     out = []
@@ -158,12 +158,3 @@ def load_sequences_json(path: str | Path) -> list[list[str]]:
         out.append([str(v) for v in seq])
     return out
 
-
-def _read(path: Path):
-    if not path.is_file():
-        raise LlmrecError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise LlmrecError(f"{path}, line {e.lineno}: invalid JSON ({e.msg})") from None
