@@ -15,13 +15,7 @@ from llmrec.training.loop import (NextItemData, TrainConfig, TrainingPaused, pad
 N_ITEMS = 40
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than two fighting for a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 1  # tiny models: one thread beats two fighting for a shared CPU (conftest.py)
 
 
 def _rand_codes(n_items, sizes, seed=0, zero_first=True):

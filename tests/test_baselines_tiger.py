@@ -9,12 +9,7 @@ import torch
 from test_baselines import N_ITEMS, _rand_codes, _toy_split
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 1  # tiny models: one thread beats two fighting for a shared CPU (conftest.py)
 
 
 def _tiny(**kw):
@@ -52,7 +47,7 @@ def test_tiger_decoder_is_causal():
 
 
 def test_tiger_trains_and_ranks_only_catalog_items(tmp_path):
-    from llmrec.models.tiger import evaluate_tiger, fit
+    from llmrec.models.tiger import fit
     from llmrec.tokenizers import SidTable
 
     codes = _rand_codes(N_ITEMS, [6, 6])

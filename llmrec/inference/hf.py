@@ -214,6 +214,18 @@ def clean_generation_defaults(model):
         model.generation_config = saved
 
 
+def left_pad(prompts, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> left-padded ``input_ids`` and ``attention_mask`` (``[B, longest]``), so every prompt
+    ends at the last column where generation starts."""
+    L = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), L), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), L), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, L - len(p):] = torch.as_tensor(p, dtype=torch.long)
+        mask[r, L - len(p):] = 1
+    return ids, mask
+
+
 def _pad_id(model, pad_token_id):
     for v in (pad_token_id, getattr(model.generation_config, "pad_token_id", None), model.config.pad_token_id,
               getattr(model.generation_config, "eos_token_id", None)):

@@ -213,15 +213,9 @@ class Recommender:
 
     def _hf_search(self, enc, idx, beams: int, kk: int):
         """Left-pad the prompts ``enc[idx]`` and search them with the transformers model."""
-        from llmrec.inference.hf import constrained_beam_search
+        from llmrec.inference.hf import constrained_beam_search, left_pad
 
-        pad = self.tokenizer.pad_token_id
-        L = max(len(enc[i]) for i in idx)
-        ids = torch.full((len(idx), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), L), dtype=torch.long)
-        for r, i in enumerate(idx):
-            ids[r, L - len(enc[i]):] = torch.tensor(enc[i])
-            mask[r, L - len(enc[i]):] = 1
+        ids, mask = left_pad([enc[i] for i in idx], self.tokenizer.pad_token_id)
         return constrained_beam_search(self.model, ids, self.trie, mask, num_beams=beams, k=kk,
                                        renormalize=self.renormalize)
 

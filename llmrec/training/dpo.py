@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from trl import DPOTrainer
 
 from llmrec.errors import LlmrecError
-from llmrec.training.rl_common import (FINAL, CurvesCallback, cpu_seconds, end_token_id, eval_callback,
-                                       item_token_ids, plot_curves, read_evals, resume_arg, save_final,
-                                       training_examples, trl_config)
+from llmrec.training.rl_common import (FINAL, cpu_seconds, end_token_id, item_token_ids, plot_curves, read_evals,
+                                       resume_arg, rl_callbacks_and_peft, save_final, training_examples,
+                                       trl_config)
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +210,8 @@ def train_preference(recipe: dict) -> Path:
     from llmrec.artifacts import write_json
     from llmrec.data_builders import load_split
     from llmrec.inference.recommend import Recommender
-    from llmrec.models.vocab import load_items, sid_vocabulary
-    from llmrec.training.callbacks import InterruptCallback, LlmrecFilesCallback
+    from llmrec.models.vocab import load_items
     from llmrec.training.grpo import _engine, _setup, load_policy
-    from llmrec.training.sft import peft_config
 
     t0, cpu0 = time.time(), cpu_seconds()
     on_gpu, state = _setup(recipe)
@@ -254,16 +252,10 @@ def train_preference(recipe: dict) -> Path:
     train_ds = hfds.load_from_disk(str(cache))
     args = dpo_config(recipe, on_gpu)
     collator = MultiNegativeCollator(tok.pad_token_id, n_neg) if method == "sdpo" else None
-    callbacks = [LlmrecFilesCallback(model_dir, prompt),
-                 CurvesCallback(run_dir, f"{method.upper()}: {run_dir.name}", DPO_PANELS)]
-    if recipe["eval"]["at"] or recipe["eval"]["before"]:
-        callbacks.append(eval_callback(recipe, tok, table, info, prompt, run_dir / "eval"))
-    if recipe.get("interrupt_after_step"):
-        callbacks.append(InterruptCallback(int(recipe["interrupt_after_step"])))
-    sid_ids = tok.convert_tokens_to_ids(sid_vocabulary(table, info.wrap))
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    callbacks, peft = rl_callbacks_and_peft(recipe, model, tok, table, info, prompt, model_dir, run_dir,
+                                            f"{method.upper()}: {run_dir.name}", DPO_PANELS)
     trainer = SidPreferenceTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
-                                   data_collator=collator, peft_config=peft_config(recipe, sid_ids, tied),
+                                   data_collator=collator, peft_config=peft,
                                    callbacks=callbacks)
     if state.is_main_process:
         n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)

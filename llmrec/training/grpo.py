@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from llmrec.errors import LlmrecError
-from llmrec.training.rl_common import (FINAL, CurvesCallback, cpu_seconds, end_token_id, eval_callback,
-                                       item_token_ids, plot_curves, read_evals, resume_arg, save_final,
-                                       training_examples, trl_config)
+from llmrec.training.rl_common import (FINAL, cpu_seconds, end_token_id, item_token_ids, plot_curves, read_evals,
+                                       resume_arg, rl_callbacks_and_peft, save_final, training_examples,
+                                       trl_config)
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class SidRollout:
         from transformers import GenerationConfig, LogitsProcessorList
 
         from llmrec.inference.constrained import TrieLogitsProcessor
-        from llmrec.inference.hf import clean_generation_defaults
+        from llmrec.inference.hf import clean_generation_defaults, left_pad
 
         tok = self.rec.tokenizer
         trie = self.rec.trie.to(next(model.parameters()).device)
@@ -183,12 +183,8 @@ class SidRollout:
         pad = tok.pad_token_id if tok.pad_token_id is not None else self.end_id
         for s in range(0, N, self.batch_size):
             idx = list(range(s, min(N, s + self.batch_size)))
-            L = max(len(ids[i]) for i in idx)
-            x = torch.full((len(idx), L), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), L), dtype=torch.long)
-            for r, i in enumerate(idx):
-                x[r, L - len(ids[i]):] = torch.tensor(ids[i])
-                mask[r, L - len(ids[i]):] = 1
+            x, mask = left_pad([ids[i] for i in idx], pad)
+            L = x.shape[1]
             proc = TrieLogitsProcessor(trie, prompt_len=L, renormalize=True, end_token_id=self.end_id)
             cfg = GenerationConfig(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0, min_p=None,
                                    max_new_tokens=trie.max_depth + 1, pad_token_id=pad, eos_token_id=self.end_id,
@@ -317,10 +313,9 @@ def train_grpo(recipe: dict) -> Path:
 
     from llmrec.data_builders import load_split
     from llmrec.inference.recommend import Recommender
-    from llmrec.models.vocab import load_items, sid_vocabulary
-    from llmrec.training.callbacks import InterruptCallback, LlmrecFilesCallback
+    from llmrec.models.vocab import load_items
     from llmrec.training.rewards import build_rewards
-    from llmrec.training.sft import check_sids_survive_decoding, peft_config
+    from llmrec.training.sft import check_sids_survive_decoding
 
     t0, cpu0 = time.time(), cpu_seconds()
     on_gpu, state = _setup(recipe)
@@ -341,16 +336,10 @@ def train_grpo(recipe: dict) -> Path:
     args = grpo_config(recipe, on_gpu, weights, G)
     rollout = SidRollout(Recommender(model, tok, table, info), mode=ro["mode"], num_beams=ro["beams"],
                          temperature=ro["temperature"], batch_size=int(ro["batch_size"]))
-    callbacks = [LlmrecFilesCallback(model_dir, prompt), CurvesCallback(run_dir, f"GRPO: {run_dir.name}",
-                                                                          GRPO_PANELS)]
-    if recipe["eval"]["at"] or recipe["eval"]["before"]:
-        callbacks.append(eval_callback(recipe, tok, table, info, prompt, run_dir / "eval"))
-    if recipe.get("interrupt_after_step"):
-        callbacks.append(InterruptCallback(int(recipe["interrupt_after_step"])))
-    sid_ids = tok.convert_tokens_to_ids(sid_vocabulary(table, info.wrap))
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    callbacks, peft = rl_callbacks_and_peft(recipe, model, tok, table, info, prompt, model_dir, run_dir,
+                                            f"GRPO: {run_dir.name}", GRPO_PANELS)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tok,
-                          peft_config=peft_config(recipe, sid_ids, tied), callbacks=callbacks, rollout_func=rollout)
+                          peft_config=peft, callbacks=callbacks, rollout_func=rollout)
     if state.is_main_process:
         n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         log.info("GRPO: %s trainable parameters (%s), %d prompts, groups of %d (%s rollouts), rewards %s, "

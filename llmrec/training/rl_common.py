@@ -289,3 +289,21 @@ def trl_config(cls, kw: dict, recipe: dict, section: str, on_gpu: bool):
     except (TypeError, ValueError) as e:
         raise LlmrecError(f"{recipe['_path']}, section {section!r}: {e} (fields are those of trl.{cls.__name__})") \
             from None
+
+
+def rl_callbacks_and_peft(recipe: dict, model, tok, table, info, prompt: dict, model_dir: Path, run_dir: Path,
+                          title: str, panels) -> tuple[list, object]:
+    """What GRPO and DPO trainers share: the callbacks (llmrec files in checkpoints, curves, constrained-beam
+    evaluation when asked, test interruption) and the PEFT config whose trainable rows include the SID tokens."""
+    from llmrec.models.vocab import sid_vocabulary
+    from llmrec.training.callbacks import InterruptCallback, LlmrecFilesCallback
+    from llmrec.training.sft import peft_config
+
+    callbacks = [LlmrecFilesCallback(model_dir, prompt), CurvesCallback(run_dir, title, panels)]
+    if recipe["eval"]["at"] or recipe["eval"]["before"]:
+        callbacks.append(eval_callback(recipe, tok, table, info, prompt, run_dir / "eval"))
+    if recipe.get("interrupt_after_step"):
+        callbacks.append(InterruptCallback(int(recipe["interrupt_after_step"])))
+    sid_ids = tok.convert_tokens_to_ids(sid_vocabulary(table, info.wrap))
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    return callbacks, peft_config(recipe, sid_ids, tied)
