@@ -12,8 +12,11 @@ of runs scored before that time as measured on a loaded machine.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llmrec.artifacts import read_json  # noqa: E402
 
 # display order and label of the run folders (other folders follow in name order, under their folder name)
 LABELS = {
@@ -55,9 +58,9 @@ TARGETS = [("sasrec", "SASRec", .0605, .0318), ("hstu", "HSTU", .0704, .0389), (
 def _load(d: Path) -> dict | None:
     if not (d / "metrics.json").is_file():
         return None
-    run = json.loads((d / "run.json").read_text())
-    hist = json.loads((d / "history.json").read_text()) if (d / "history.json").is_file() else []
-    return {"name": d.name, "m": json.loads((d / "metrics.json").read_text()), "run": run, "hist": hist,
+    run = read_json(d / "run.json")
+    hist = read_json(d / "history.json") if (d / "history.json").is_file() else []
+    return {"name": d.name, "m": read_json(d / "metrics.json"), "run": run, "hist": hist,
             "info": run.get("extra", {})}
 
 

@@ -76,3 +76,18 @@ def test_tiger_is_registered_and_checks_sids(tmp_path):
     assert REGISTRY["tiger"] == "llmrec.models.tiger:fit"
     with pytest.raises(LlmrecError, match="`sids` is required"):
         fit(_toy_split(), {}, None)
+
+
+def test_selection_metric_cutoff_is_always_evaluated(tmp_path):
+    from llmrec.errors import LlmrecError
+    from llmrec.models.tiger import fit
+    from llmrec.tokenizers import SidTable
+    from llmrec.training.loop import metric_ks
+
+    assert metric_ks((5, 20), "ndcg@10") == (5, 10, 20)          # --ks 5,20 still selects on ndcg@10
+    assert metric_ks(None, "recall@10")[:3] == (5, 10, 20)
+    with pytest.raises(LlmrecError, match="NAME@K"):
+        metric_ks((5,), "ndcg")
+    SidTable(_rand_codes(N_ITEMS, [6, 6]), [6, 6]).save(tmp_path)
+    with pytest.raises(LlmrecError, match="num_beams=5"):        # caught before any training
+        fit(_toy_split(), {"sids": str(tmp_path), "num_beams": 5}, None)

@@ -170,7 +170,7 @@ def test_vllm_missing_logprobs_is_a_clear_error(sid_model, hf_rec):
                          tokens_prompt=TokensPrompt)
 
 
-def test_without_vllm_a_clear_message(sid_model, tmp_path):
+def test_without_vllm_a_clear_message(sid_model, tmp_path, capsys):
     pytest.importorskip("torch")
     try:
         import vllm  # noqa: F401
@@ -183,8 +183,12 @@ def test_without_vllm_a_clear_message(sid_model, tmp_path):
         Recommender.from_pretrained(sid_model, backend="vllm")
     from llmrec.cli import main
 
+    (tmp_path / "x.jsonl").write_text('{"user": 1, "history": [1, 2]}\n')   # a valid request: the backend fails
+    capsys.readouterr()
     assert main(["recommend", "--model", str(sid_model), "--backend", "vllm", "--input", str(tmp_path / "x.jsonl"),
                  "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "llmrec[gpu]" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_lora_adapter_check(tmp_path):

@@ -200,8 +200,9 @@ class Recommender:
                 res = self.backend.search([enc[i] for i in idx], self.trie, num_beams=beams, k=kk)
             else:
                 res = self._hf_search(enc, idx, beams, kk)
+            ranked, score_lists = res.ranked(), res.score_lists()   # one conversion per batch
             for r, i in enumerate(idx):
-                items, scores = res.ranked()[r], res.score_lists()[r]
+                items, scores = ranked[r], score_lists[r]
                 if exclude:
                     ex = set(int(x) for x in exclude[i])
                     keep = [j for j, x in enumerate(items) if x not in ex]

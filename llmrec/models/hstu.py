@@ -8,7 +8,9 @@ Per block (no feed-forward network):
 
 ``bucket(dt) = floor(ln(max(|dt|, 1)) / 0.301)`` clipped to ``[0, n_buckets]`` (log-spaced time buckets, seconds);
 the query time of position i is the timestamp of the item it predicts (i + 1) in training and its own timestamp
-for the newest position at inference, as in the reference code. Input: item embedding * sqrt(d) + learned
+for the newest position at inference. The reference code uses the target's (request) time at inference too, so
+its newest position never sees the dt = 0 bucket it was not trained on; switching to that is a known open change
+(the Beauty figures in docs/benchmarks.md were measured with the behaviour described here). Input: item embedding * sqrt(d) + learned
 absolute position, dropout. Output and item embeddings are L2-normalised and compared by dot product / temperature;
 training uses sampled softmax over N uniform negatives (never the positive).
 

@@ -18,8 +18,6 @@ If the first levels of the SID table do not identify items uniquely, a disambigu
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from llmrec.errors import LlmrecError
-from llmrec.training.loop import split_config, train
+from llmrec.training.loop import metric_ks, split_config, train
 
 PAD, EOS, FIRST = 0, 1, 2
 
@@ -91,10 +89,6 @@ class TIGER(nn.Module):
                       dropout_rate=cfg.dropout, feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=EOS,
                       decoder_start_token_id=PAD, tie_word_embeddings=True, is_encoder_decoder=True)
         self.t5 = T5ForConditionalGeneration(hf)
-
-    @property
-    def n_levels(self) -> int:
-        return self.tokens.shape[1]
 
     def user_token(self, users: np.ndarray) -> np.ndarray:
         # a fixed multiplicative hash, so the bucket of a user does not depend on Python's hash seed
@@ -239,6 +233,10 @@ def fit(split, config: dict, out, seed: int = 0, *, ks=None, exclude_history: bo
     from llmrec.models.hstu_sid import load_sids
 
     cfg, tcfg, resume = split_config(config, TIGERConfig, "tiger")
+    ks = metric_ks(ks, tcfg.metric)   # cut-offs above num_beams are dropped at evaluation, except the metric's
+    if int(tcfg.metric.split("@")[1]) > cfg.num_beams:
+        raise LlmrecError(f"tiger: num_beams={cfg.num_beams} ranks that many items, fewer than the selection "
+                          f"metric {tcfg.metric} needs; raise num_beams")
     codes, sizes = load_sids(cfg.sids, split.n_items, cfg.sid_offset)
     L = len(sizes) if cfg.levels <= 0 else min(cfg.levels, len(sizes))
     codes, sizes = np.ascontiguousarray(codes[:, :L]), list(sizes[:L])
@@ -262,7 +260,8 @@ def fit(split, config: dict, out, seed: int = 0, *, ks=None, exclude_history: bo
                                                      "sid_codebook_sizes": sizes, "dedup_level_added": bool(extra)})
     res = train(model, batches=data.batches(tcfg.batch_size), loss_fn=lambda m, b: m.loss(b), evaluate=evaluate,
                 valid=split.valid, test=split.test, cfg=tcfg, workdir=out, seed=seed, resume=resume,
-                fingerprint={"model": "tiger", **mc, "exclude_history": exclude_history}, name="tiger")
+                fingerprint={"model": "tiger", **mc, "exclude_history": exclude_history,
+                             "n_items": split.n_items}, name="tiger")
     n_seq = sum(len(x) >= 2 for x in seqs)
     info = {**res.info, "train_sequences": len(data), "sid_levels": len(sizes), "sid_codebook_sizes": sizes,
             "dedup_level_added": bool(extra), "num_beams": cfg.num_beams,

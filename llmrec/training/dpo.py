@@ -207,7 +207,9 @@ def dpo_config(recipe: dict, on_gpu: bool):
 # --------------------------------------------------------------------------------------------------------------
 def train_preference(recipe: dict) -> Path:
     """Run a ``method: dpo`` / ``sdpo`` recipe on the current process(es); returns ``OUTPUT_DIR/final``."""
-    from llmrec.artifacts import write_json
+    import json
+
+    from llmrec.artifacts import json_default, read_json, write_json
     from llmrec.data_builders import load_split
     from llmrec.inference.recommend import Recommender
     from llmrec.models.vocab import load_items
@@ -235,8 +237,11 @@ def train_preference(recipe: dict) -> Path:
                            max_examples=d["max_examples"], seed=int(d["seed"]))
     # negatives come from the starting (= reference) model; decoded once, on the main process, then shared
     cache = run_dir / "preference_data"
+    built_with = {"preference": pref, "data": d, "seed": int(recipe["seed"]), "model": str(model_dir)}
     with state.main_process_first():
-        if state.is_main_process and not (cache / "dataset_info.json").is_file():
+        stale = not (cache / "dataset_info.json").is_file() or not (cache / "built_with.json").is_file() \
+            or read_json(cache / "built_with.json") != json.loads(json.dumps(built_with, default=json_default))
+        if state.is_main_process and stale:   # rebuilt when the negatives' settings changed since the last run
             if on_gpu:
                 model.to("cuda")
             model.eval()
@@ -247,6 +252,7 @@ def train_preference(recipe: dict) -> Path:
 
             with atomic_dir(cache, overwrite=True) as tmp:
                 ds.save_to_disk(str(tmp))
+                write_json(tmp / "built_with.json", built_with)
     import datasets as hfds
 
     train_ds = hfds.load_from_disk(str(cache))

@@ -335,11 +335,16 @@ class TrainResult:
     info: dict = field(default_factory=dict)
 
 
-def seed_everything(seed: int) -> None:
-    import random
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
+def metric_ks(ks, metric: str) -> tuple:
+    """The evaluation cut-offs ``ks`` plus the one the selection ``metric`` (e.g. ``ndcg@10``) needs, so a run
+    with ``--ks 5,20`` does not fail after its first epoch."""
+    from llmrec.eval import parse_ks
+
+    try:
+        need = int(metric.split("@")[1])
+    except (IndexError, ValueError):
+        raise LlmrecError(f"metric {metric!r}: expected NAME@K, e.g. ndcg@10") from None
+    return tuple(sorted(set(parse_ks(ks)) | {need}))
 
 
 def train(model: torch.nn.Module, *, batches: Callable[[int, np.random.Generator], Iterable],
@@ -555,9 +560,9 @@ def fit_next_item_model(model: torch.nn.Module, *, name: str, split, model_cfg, 
     """Train a model that has ``loss(batch) -> scalar`` and ``score(batch) -> [B, n_items + 1]`` on the split's
     training sequences; return ``{"valid", "test", "info"}`` as :func:`llmrec.models.baselines.train_baseline`
     expects. ``model_cfg.max_len`` bounds the history."""
-    from llmrec.eval import evaluate_scores, parse_ks
+    from llmrec.eval import evaluate_scores
 
-    ks = parse_ks(ks)
+    ks = metric_ks(ks, train_cfg.metric)
     _, seqs = split.train_sequences()
     times = split.train_time_sequences() if with_time else None
     data = NextItemData(seqs, times, model_cfg.max_len, windows=windows)
@@ -582,7 +587,8 @@ def fit_next_item_model(model: torch.nn.Module, *, name: str, split, model_cfg, 
         write_json(Path(workdir) / "model_config.json", {"model": name, **mc, "n_items": split.n_items})
     res = train(model, batches=data.batches(train_cfg.batch_size), loss_fn=lambda m, b: m.loss(b),
                 evaluate=evaluate, valid=split.valid, test=split.test, cfg=train_cfg, workdir=workdir, seed=seed,
-                resume=resume, fingerprint={"model": name, **mc, "exclude_history": exclude_history}, name=name)
+                resume=resume, fingerprint={"model": name, **mc, "exclude_history": exclude_history,
+                             "n_items": split.n_items}, name=name)
     model.eval()
     with torch.inference_mode():  # the same best checkpoint under the other history rule, for comparison
         alt = evaluate(model, split.test, f"{name} test (exclude_history={not exclude_history})",

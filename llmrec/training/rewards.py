@@ -30,7 +30,6 @@ Completions whose text is not exactly one catalog SID (possible only without con
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -219,7 +218,6 @@ class CollaborativeReward(SidReward):
                 part = uniq[s: s + self.batch_size]
                 df = pd.DataFrame({"history": [list(h) if h else [0] for h in part]})
                 sc = self.model.score(history_batch(df, self.model.cfg.max_len)).float()
-                sc[:, 0] = -math.inf
                 # rank of every item among 1..n (0 = best), as a percentile in [0, 1]
                 order = torch.argsort(sc[:, 1:], dim=1, descending=True)
                 rank = torch.empty_like(order)

@@ -200,25 +200,12 @@ def plot_curves(log_history: list[dict], path: Path, title: str, panels: list[tu
 
 
 def save_final(trainer, src_model: Path, final: Path, recipe: dict, prompt: dict, kind: str) -> None:
-    """A plain (merged) model folder that ``load_extended`` / ``Recommender.from_pretrained`` read, with the
-    SID table, items and ``llmrec.json`` of ``src_model`` and a manifest of this run."""
-    from llmrec.artifacts import atomic_dir, file_hashes, make_manifest, write_json
-    from llmrec.training.sft import write_llmrec_files
+    """The SFT stage's final-model writer (merging QLoRA adapters in full precision) with this run's kind and the
+    source model's weights as the manifest input."""
+    from llmrec.training.sft import save_final as _save
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    with atomic_dir(final, overwrite=True) as tmp:
-        if recipe["peft"]["method"] != "full":
-            model.save_pretrained(tmp / "adapter")
-            merged = model.merge_and_unload()
-        else:
-            merged = model
-        merged.config.use_cache = True
-        merged.save_pretrained(tmp, safe_serialization=True)
-        trainer.processing_class.save_pretrained(tmp)
-        write_llmrec_files(src_model, tmp, prompt, extra={"trained_with": recipe["_path"], "method": kind})
-        cfg = {k: v for k, v in recipe.items() if not k.startswith("_")}
-        write_json(tmp / "manifest.json", make_manifest(kind, config=cfg, seed=recipe["seed"], inputs=file_hashes(
-            [Path(src_model) / "model.safetensors"] if (Path(src_model) / "model.safetensors").is_file() else [])))
+    w = Path(src_model) / "model.safetensors"
+    _save(trainer, Path(src_model), final, recipe, prompt, kind=kind, inputs=[w] if w.is_file() else [])
 
 
 class CurvesCallback(TrainerCallback):
@@ -257,10 +244,7 @@ def eval_callback(recipe: dict, tokenizer, sid_table, info, prompt: dict, out_di
                     state.log_history.append({**{f"sid_eval/{k}": v for k, v in metrics.items()}, "step": 0})
             return control
 
-    cb = _Eval(recipe, tokenizer, sid_table, info, prompt, out_dir)
-    if not recipe["eval"]["at"]:
-        cb.cfg = {**cb.cfg, "at": []}
-    return cb
+    return _Eval(recipe, tokenizer, sid_table, info, prompt, out_dir)
 
 
 def cpu_seconds() -> float:

@@ -481,8 +481,11 @@ def _patch_trainable_tokens_head(model) -> None:
         object.__setattr__(head, "bias", getattr(base, "bias", None))
 
 
-def save_final(trainer, model0: Path, final: Path, recipe: dict, prompt: dict) -> None:
-    """A plain (merged) model folder that ``load_extended`` / ``Recommender.from_pretrained`` read."""
+def save_final(trainer, model0: Path, final: Path, recipe: dict, prompt: dict, kind: str = "sft",
+               inputs: list | None = None) -> None:
+    """A plain (merged) model folder that ``load_extended`` / ``Recommender.from_pretrained`` read, with the SID
+    table, items and ``llmrec.json`` of ``model0`` (the model training started from) and a manifest of this run
+    (``kind``: sft, grpo, dpo, sdpo; ``inputs``: files to hash, default the instruction data's manifest)."""
     from llmrec.artifacts import atomic_dir
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -504,10 +507,13 @@ def save_final(trainer, model0: Path, final: Path, recipe: dict, prompt: dict) -
         merged.config.use_cache = True
         merged.save_pretrained(tmp, safe_serialization=True)
         trainer.processing_class.save_pretrained(tmp)
-        write_llmrec_files(model0, tmp, prompt, extra={"trained_with": recipe["_path"]})
+        extra = {"trained_with": recipe["_path"], **({} if kind == "sft" else {"method": kind})}
+        write_llmrec_files(model0, tmp, prompt, extra=extra)
         cfg = {k: v for k, v in recipe.items() if not k.startswith("_")}
-        write_json(tmp / "manifest.json", make_manifest("sft", config=cfg, seed=recipe["seed"], inputs=file_hashes(
-            [Path(recipe["data"]["instructions"]) / "instructions.json"])))
+        if inputs is None:
+            inputs = [Path(recipe["data"]["instructions"]) / "instructions.json"]
+        write_json(tmp / "manifest.json", make_manifest(kind, config=cfg, seed=recipe["seed"],
+                                                        inputs=file_hashes(inputs)))
 
 
 def _read_evals(folder: Path) -> list:
