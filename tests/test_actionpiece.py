@@ -358,3 +358,13 @@ def test_categorical_metadata_features(synthetic_dataset, tmp_path):
     row = items.iloc[0]
     assert [v for _, v in sorted(f for t in ap.item_tokens(int(row["item"])) for f in ap.token_features(t))][:3] \
         == [row["brand"], row["categories"], row["price_tier"]]
+
+
+def test_embeddings_of_another_catalog_are_refused(tmp_path):
+    from llmrec.errors import LlmrecError
+    from llmrec.tokenizers.actionpiece.run import _load_embeddings
+
+    np.save(tmp_path / "embeddings.npy", np.ones((12, 4), np.float32))      # 11 items + padding row
+    assert _load_embeddings(tmp_path, 11).shape == (12, 4)
+    with pytest.raises(LlmrecError, match="12 rows, expected n_items \\+ 1 = 11"):
+        _load_embeddings(tmp_path, 10)                                      # was silently truncated before

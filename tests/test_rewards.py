@@ -104,7 +104,7 @@ def test_semantic_reward_reads_emb_folder(table, tmp_path):
     out = sem(completions=[sid(table, 3)], target=[5])
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     assert out[0] == pytest.approx(float(e[3] @ e[5]), abs=1e-6)
-    with pytest.raises(LlmrecError, match="no item embeddings"):
+    with pytest.raises(LlmrecError, match="no embeddings.npy.*llmrec items embed"):
         R.SemanticReward(table, tmp_path / "missing")
 
 

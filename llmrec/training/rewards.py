@@ -145,11 +145,9 @@ class SemanticReward(SidReward):
     def __init__(self, sid_table, embeddings, invalid: float = -1.0):
         super().__init__(sid_table, invalid)
         if isinstance(embeddings, (str, Path)):
-            p = Path(embeddings)
-            p = p / "embeddings.npy" if p.is_dir() else p
-            if not p.is_file():
-                raise LlmrecError(f"{p}: no item embeddings (build them with `llmrec items embed`)")
-            embeddings = np.load(p, allow_pickle=False)
+            from llmrec.data_builders.embeddings import load_embeddings
+
+            embeddings = load_embeddings(embeddings).vectors
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or len(emb) != sid_table.n_items + 1:
             raise LlmrecError(f"item embeddings of shape {emb.shape}: expected [n_items + 1 = "

@@ -78,14 +78,13 @@ def _dataset_sequences(dataset: Path, protocol: str) -> list[list[int]]:
 
 
 def _load_embeddings(path: Path, n_items: int) -> np.ndarray:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "embeddings.npy"
-    if not p.is_file() or p.suffix != ".npy":
-        raise LlmrecError(f"{path}: expected an embeddings .npy file (row = item id) or a folder with embeddings.npy")
-    emb = np.load(p, allow_pickle=False)
-    if emb.ndim != 2 or len(emb) < n_items + 1:
-        raise LlmrecError(f"{p}: shape {emb.shape}, expected [n_items + 1 = {n_items + 1}, dim] (row = item id)")
+    """The dataset's item embeddings (``load_embeddings`` checks shape and NaN/inf); rows must match its items."""
+    from llmrec.data_builders.embeddings import load_embeddings
+
+    emb = load_embeddings(path).vectors
+    if len(emb) != n_items + 1:
+        raise LlmrecError(f"{path}: {len(emb)} rows, expected n_items + 1 = {n_items + 1} (row = item id; "
+                          "embeddings of another catalog?)")
     return emb
 
 
@@ -111,7 +110,7 @@ def build_features(*, dataset: Path | None = None, embeddings: Path | None = Non
         ds = load_dataset(dataset)
         buckets = 128 if hash_buckets is None else hash_buckets
         if embeddings is not None:
-            emb = _load_embeddings(embeddings, ds.n_items)[: ds.n_items + 1]
+            emb = _load_embeddings(embeddings, ds.n_items)
             train_items = np.unique(np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])) \
                 if sequences else np.arange(1, ds.n_items + 1)
             t0 = time.perf_counter()
